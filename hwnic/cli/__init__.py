@@ -1,0 +1,1 @@
+"""The ``hwnic`` command: one module per subcommand group, each with ``register``."""

@@ -1,0 +1,117 @@
+"""Registers common to the 8254x/82574/82576 family, named after the datasheets.
+
+Offsets are into BAR0. Family-specific registers live beside each model
+(``e1000.py``, ``e1000e.py``, ``igb.py``); this file holds what all share.
+"""
+
+from __future__ import annotations
+
+from enum import IntFlag
+
+# General
+CTRL = 0x0000
+STATUS = 0x0008
+CTRL_EXT = 0x0018
+MDIC = 0x0020
+
+# Interrupts (legacy/MSI causes)
+ICR = 0x00C0
+ITR = 0x00C4
+ICS = 0x00C8
+IMS = 0x00D0
+IMC = 0x00D8
+
+# Receive / transmit control
+RCTL = 0x0100
+TCTL = 0x0400
+TIPG = 0x0410
+
+# Receive address filters: RAL/RAH pair n at 0x5400 + 8n
+RAL0 = 0x5400
+RAH0 = 0x5404
+RA_STRIDE = 8
+RAH_AV = 1 << 31  # address valid
+MTA = 0x5200  # multicast table array, 128 dwords
+MTA_ENTRIES = 128
+
+
+class Ctrl(IntFlag):
+    FD = 1 << 0  # full duplex
+    SLU = 1 << 6  # set link up
+    RST = 1 << 26  # device reset (self-clearing)
+    PHY_RST = 1 << 31
+
+
+class Status(IntFlag):
+    FD = 1 << 0
+    LU = 1 << 1  # link up
+    TXOFF = 1 << 4
+    SPEED_100 = 1 << 6
+    SPEED_1000 = 1 << 7
+
+
+STATUS_SPEED_SHIFT = 6
+STATUS_SPEED_MASK = 0x3
+# STATUS.SPEED encodings, 10/100/1000 Mb/s (both 10b and 11b mean 1000).
+SPEED_MBPS = {0b00: 10, 0b01: 100, 0b10: 1000, 0b11: 1000}
+
+
+class Icr(IntFlag):
+    """Interrupt cause bits shared by ICR, ICS, IMS and IMC."""
+
+    TXDW = 1 << 0  # transmit descriptor written back
+    TXQE = 1 << 1  # transmit queue empty
+    LSC = 1 << 2  # link status change
+    RXSEQ = 1 << 3
+    RXDMT0 = 1 << 4  # receive descriptor minimum threshold
+    RXO = 1 << 6  # receiver overrun
+    RXT0 = 1 << 7  # receiver timer (a frame arrived); igb calls it RXDW
+    MDAC = 1 << 9
+    INT_ASSERTED = 1 << 31
+
+
+class Rctl(IntFlag):
+    EN = 1 << 1
+    SBP = 1 << 2  # store bad packets
+    UPE = 1 << 3  # unicast promiscuous
+    MPE = 1 << 4  # multicast promiscuous
+    LPE = 1 << 5  # long packet enable
+    LBM_MAC = 1 << 6  # MAC loopback
+    BAM = 1 << 15  # broadcast accept
+    BSEX = 1 << 25  # buffer size extension
+    SECRC = 1 << 26  # strip Ethernet CRC
+
+
+RCTL_BSIZE_SHIFT = 16  # 00 = 2048 bytes (with BSEX clear)
+RCTL_BSIZE_2048 = 0 << RCTL_BSIZE_SHIFT
+
+
+class Tctl(IntFlag):
+    EN = 1 << 1
+    PSP = 1 << 3  # pad short packets
+
+
+TCTL_CT_SHIFT = 4  # collision threshold
+TCTL_COLD_SHIFT = 12  # collision distance
+TCTL_CT_DEFAULT = 0x0F << TCTL_CT_SHIFT
+TCTL_COLD_FULL_DUPLEX = 0x3F << TCTL_COLD_SHIFT
+
+
+def link_from_status(status: int) -> tuple[bool, int, bool]:
+    """(link up, speed in Mb/s, full duplex) decoded from STATUS."""
+    speed = SPEED_MBPS[(status >> STATUS_SPEED_SHIFT) & STATUS_SPEED_MASK]
+    return bool(status & Status.LU), speed, bool(status & Status.FD)
+
+
+def mac_from_ra(ral: int, rah: int) -> str:
+    """The MAC address held in a RAL/RAH pair (little-endian bytes)."""
+    raw = (ral & 0xFFFFFFFF).to_bytes(4, "little") + (rah & 0xFFFF).to_bytes(2, "little")
+    return ":".join(f"{b:02x}" for b in raw)
+
+
+def ra_from_mac(mac: str) -> tuple[int, int]:
+    """RAL and RAH (with AV set) for a MAC address string."""
+    raw = bytes(int(part, 16) for part in mac.split(":"))
+    if len(raw) != 6:
+        raise ValueError(f"bad MAC address {mac!r}")
+    return int.from_bytes(raw[:4], "little"), int.from_bytes(raw[4:], "little") | RAH_AV
