@@ -30,9 +30,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         ready = "ready" if n.vfio_ready else f"no: run 'hwnic bind {n.bdf}'"
         if not n.supported:
             ready = "unsupported"
-        print(
-            f"{n.bdf:<13} {n.pci_id:<10} {n.model:<24} {n.driver or '-':<10} {group:>5}  {ready}"
-        )
+        print(f"{n.bdf:<13} {n.pci_id:<10} {n.model:<24} {n.driver or '-':<10} {group:>5}  {ready}")
     return 0
 
 

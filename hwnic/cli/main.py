@@ -34,9 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
         "from Python through VFIO.",
     )
     parser.add_argument("--version", action="version", version=f"hwnic {__version__}")
-    parser.add_argument(
-        "--debug", action="store_true", help="show the full traceback of an error"
-    )
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name in COMMAND_MODULES:
         try:

@@ -48,6 +48,7 @@ def read_info(bdf: str, *, allow_noiommu: bool = False) -> NicInfo:
     model = pci.require_supported(pci.describe(bdf))
     nic = pci.require_vfio(bdf)
     from hwnic import vfio  # after the cheap sysfs checks, which give better errors
+
     with vfio.open_device(nic.bdf, allow_noiommu=allow_noiommu) as dev:
         command = dev.config_read(PCI_COMMAND, PCI_COMMAND_SIZE)
         if not command & PCI_COMMAND_MEMORY:

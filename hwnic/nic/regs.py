@@ -115,3 +115,21 @@ def ra_from_mac(mac: str) -> tuple[int, int]:
     if len(raw) != 6:
         raise ValueError(f"bad MAC address {mac!r}")
     return int.from_bytes(raw[:4], "little"), int.from_bytes(raw[4:], "little") | RAH_AV
+
+
+# Descriptor ring registers: queue 0 of the 8254x/82574 at these bases (the
+# 82574's second queue is QUEUE_STRIDE further on); igb has its own bases.
+RDBAL0 = 0x2800
+TDBAL0 = 0x3800
+QUEUE_STRIDE = 0x100
+# Offsets of each ring register from its queue's base.
+DBAL = 0x00  # descriptor base address, low
+DBAH = 0x04  # descriptor base address, high
+DLEN = 0x08  # ring length in bytes (a multiple of 128)
+DH = 0x10  # head (the NIC's next descriptor)
+DT = 0x18  # tail (one past the driver's last descriptor)
+RDTR = 0x2820  # receive delay timer
+RADV = 0x282C  # receive absolute delay
+TIDV = 0x3820  # transmit interrupt delay
+TADV = 0x382C  # transmit absolute delay
+RING_LEN_ALIGN = 128  # DLEN must be a multiple of this or the ring is disabled

@@ -70,7 +70,7 @@ def test_require_vfio_without_driver(fake_sysfs) -> None:
 
 def test_absent_device(fake_sysfs) -> None:
     fake_sysfs("0000:01:00.0")
-    with pytest.raises(DeviceNotFound, match="no PCI device at 0000:05:00.0"):
+    with pytest.raises(DeviceNotFound, match=r"no PCI device at 0000:05:00\.0"):
         pci.describe("05:00.0", fake_sysfs.root)
 
 
