@@ -116,11 +116,11 @@ class RangeAllocator:
         return sum(end - start for start, end in self._free)
 
     def allocate(self, size: int, align: int | None = None) -> int:
-        align = max(align or self.align, self.align)
         if size <= 0:
             raise ValueError(f"size must be positive, not {size}")
-        if not _is_pow2(align):
+        if align is not None and not _is_pow2(align):
             raise ValueError(f"alignment must be a power of two, not {align}")
+        align = max(align or self.align, self.align)
         size = _round_up(size, self.align)
         for i, (start, end) in enumerate(self._free):
             addr = _round_up(start, align)
