@@ -201,3 +201,31 @@ def test_read32_cost(capsys: pytest.CaptureFixture[str]) -> None:
     mm.close()
     assert bar_cost < 8 * mmap_cost
     assert bar_cost < 5e-6  # well under the 20x-slower TCG guest's per-frame budget
+
+
+@pytest.mark.skipif(os.uname().machine != "x86_64", reason="checks x86-64 disassembly")
+def test_each_accessor_compiles_to_one_memory_access() -> None:
+    """One MOV of the right width per call: no split, merged or repeated access."""
+    import hwnic._vfio as shim
+
+    objdump = shutil.which("objdump")
+    assert objdump, "objdump (binutils) comes with the gcc that builds the shim"
+    text = subprocess.run(
+        [objdump, "-d", "--no-show-raw-insn", shim.__file__],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    # How each width shows in AT&T syntax: narrow loads zero-extend (movzb/movzw),
+    # stores name the value register (the third argument, %rdx) at that width.
+    width_marks = {
+        "read": {8: "movzb", 16: "movzw", 32: ",%eax", 64: ",%rax"},
+        "write": {8: "%dl,", 16: "%dx,", 32: "%edx,", 64: "%rdx,"},
+    }
+    for kind, marks in width_marks.items():
+        for bits, mark in marks.items():
+            name = f"mmio_{kind}{bits}"
+            body = text.split(f"<{name}>:\n", 1)[1].split("\n\n", 1)[0]
+            memory_ops = [line for line in body.splitlines() if "(%rdi)" in line]
+            assert len(memory_ops) == 1, (name, body)
+            assert mark in memory_ops[0], (name, memory_ops)
