@@ -9,7 +9,6 @@ import os
 import shutil
 import struct
 import subprocess
-import timeit
 from pathlib import Path
 
 import numpy as np
@@ -178,29 +177,6 @@ def test_bar_value_out_of_range_and_closed() -> None:
         bar.read32(0)
     with pytest.raises(ValueError, match="closed"):
         bar.write32(0, 1)
-
-
-def test_read32_cost(capsys: pytest.CaptureFixture[str]) -> None:
-    """Bar.read32's per-call cost stays within a small factor of a plain mmap read."""
-    size = 1 << 17
-    mm = mmap.mmap(-1, size)
-    mem = np.zeros(size, dtype=np.uint8)
-    bar = _bar_over(mem)
-    n = 200_000
-    bar_cost = min(timeit.repeat(lambda: bar.read32(0x8), number=n, repeat=3)) / n
-    unpack = struct.Struct("<I").unpack_from
-    mmap_cost = min(timeit.repeat(lambda: unpack(mm, 0x8), number=n, repeat=3)) / n
-    raw = lib.mmio_read32
-    base = bar._base
-    raw_cost = min(timeit.repeat(lambda: raw(base, 0x8), number=n, repeat=3)) / n
-    with capsys.disabled():
-        print(
-            f"\nread32 per call: Bar {bar_cost * 1e9:.0f} ns, bare shim {raw_cost * 1e9:.0f} ns, "
-            f"struct.unpack_from on mmap {mmap_cost * 1e9:.0f} ns"
-        )
-    mm.close()
-    assert bar_cost < 8 * mmap_cost
-    assert bar_cost < 5e-6  # well under the 20x-slower TCG guest's per-frame budget
 
 
 @pytest.mark.skipif(os.uname().machine != "x86_64", reason="checks x86-64 disassembly")
