@@ -53,8 +53,12 @@ stamp="$venv/.hwnic-installed"
 if [ ! -f "$stamp" ] || [ "$here/pyproject.toml" -nt "$stamp" ] || \
    [ -n "$(find "$here/native" -newer "$stamp" -type f 2>/dev/null | head -1)" ]; then
     say "installing hwnic and its dependencies into $venv"
-    "$venv/bin/pip" install -q --upgrade pip >/dev/null
-    "$venv/bin/pip" install -q -e "$here[dev]"
+    log="$venv/pip.log"
+    if ! { "$venv/bin/pip" install -q --upgrade pip && "$venv/bin/pip" install -q -e "$here[dev]"; } >"$log" 2>&1; then
+        cat "$log" >&2
+        say "pip install failed (log above, also in $log)"
+        exit 1
+    fi
     touch "$stamp"
 fi
 say "ready: $venv"
