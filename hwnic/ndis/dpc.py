@@ -290,10 +290,15 @@ class DpcBatch:
         with self.lock:
             return {w.ident for w in self._workers_list if w.ident is not None}
 
-    def close(self, timeout: float) -> None:
-        """Drop waiting DPCs, let a running one finish its call, stop every worker."""
+    def begin_close(self) -> None:
+        """Refuse new DPCs and drop waiting ones; a running DPC finishes its call."""
         with self.lock:
             self.closing = True
+
+    def close(self, timeout: float) -> None:
+        """:meth:`begin_close`, then stop every worker."""
+        self.begin_close()
+        with self.lock:
             workers = list(self._workers_list)
         for worker in workers:
             worker.stop(timeout)

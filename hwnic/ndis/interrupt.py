@@ -164,6 +164,8 @@ class NdisInterrupt:
                     "deregister from the miniport's halt path instead",
                 )
             self._deregistered = True
+            for message in self._messages:
+                message.batch.begin_close()  # from now on nothing new is queued or started
         try:
             if dispatcher is not None:
                 dispatcher.stop(timeout)
