@@ -20,9 +20,14 @@ IVAR_VALID = 0x80  # valid bit of each 8-bit IVAR entry
 IVAR_MISC_OTHER_SHIFT = 8
 EICR_OTHER = 1 << 31  # set in EICR for ICR causes when not in MSI-X mode
 
-TXDCTL0 = 0xE028
-RXDCTL0 = 0xC028
+# Ring registers of queue n sit at these bases + n * QUEUE_STRIDE; the
+# DBAL/DBAH/DLEN/DH/DT offsets within a queue are the common ones (regs.py).
+RDBAL0 = 0xC000
+TDBAL0 = 0xE000
 QUEUE_STRIDE = 0x40
+SRRCTL0 = 0xC00C  # split and replication receive control
+RXDCTL0 = 0xC028
+TXDCTL0 = 0xE028
 XDCTL_ENABLE = 1 << 25  # queue enable in RXDCTL/TXDCTL
 
 
