@@ -133,3 +133,50 @@ RADV = 0x282C  # receive absolute delay
 TIDV = 0x3820  # transmit interrupt delay
 TADV = 0x382C  # transmit absolute delay
 RING_LEN_ALIGN = 128  # DLEN must be a multiple of this or the ring is disabled
+
+# Statistics registers (clear on read). For 64-bit pairs read the low half
+# first: reading the high half clears both (QEMU-NICS.md §8, datasheets).
+STATS32 = {
+    "crcerrs": 0x4000,  # CRC errors
+    "mpc": 0x4010,  # missed packets (no room in the receive FIFO/ring)
+    "gprc": 0x4074,  # good packets received
+    "bprc": 0x4078,  # broadcast packets received
+    "mprc": 0x407C,  # multicast packets received
+    "gptc": 0x4080,  # good packets transmitted
+    "rnbc": 0x40A0,  # receive no buffers
+    "ruc": 0x40A4,  # receive undersize
+    "roc": 0x40AC,  # receive oversize
+    "tpr": 0x40D0,  # total packets received
+    "tpt": 0x40D4,  # total packets transmitted
+}
+STATS64 = {  # name: low-half offset
+    "gorc": 0x4088,  # good octets received
+    "gotc": 0x4090,  # good octets transmitted
+    "tor": 0x40C0,  # total octets received
+    "tot": 0x40C8,  # total octets transmitted
+}
+# QEMU's models never clear these on read (real parts do): on QEMU hwnic
+# takes the difference from the last value read instead.
+STATS_NOT_CLEARED_IN_QEMU = frozenset({"mpc", "rnbc", "crcerrs"})
+
+# PHY access through MDIC
+MDIC_DATA_MASK = 0xFFFF
+MDIC_REG_SHIFT = 16
+MDIC_PHY_SHIFT = 21
+MDIC_OP_WRITE = 1 << 26
+MDIC_OP_READ = 2 << 26
+MDIC_READY = 1 << 28
+MDIC_ERROR = 1 << 30
+PHY_ADDRESS = 1  # the internal PHY of these parts
+PHY_BMCR = 0  # basic mode control register
+BMCR_RESET = 1 << 15
+BMCR_LOOPBACK = 1 << 14
+BMCR_SPEED_1000 = 1 << 6
+BMCR_AUTONEG_ENABLE = 1 << 12
+BMCR_AUTONEG_RESTART = 1 << 9
+BMCR_FULL_DUPLEX = 1 << 8
+
+# TIPG for copper parts (datasheets: IPGT 8 (10 on the 8254x), IPGR1 8, IPGR2 6)
+TIPG_IPGR1_SHIFT = 10
+TIPG_IPGR2_SHIFT = 20
+ITR_UNIT_NS = 256  # ITR and 82574 EITR count in 256 ns units
