@@ -6,6 +6,7 @@ Offsets are into BAR0. Family-specific registers live beside each model
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from enum import IntFlag
 
 # General
@@ -180,3 +181,45 @@ BMCR_FULL_DUPLEX = 1 << 8
 TIPG_IPGR1_SHIFT = 10
 TIPG_IPGR2_SHIFT = 20
 ITR_UNIT_NS = 256  # ITR and 82574 EITR count in 256 ns units
+
+# Receive-side scaling (82574 and 82576 share these offsets and hash bits)
+RXCSUM = 0x5000
+RXCSUM_PCSD = 1 << 13  # packet checksum disabled: the RSS hash goes in its place
+RFCTL = 0x5008
+RFCTL_EXTEN = 1 << 15  # extended receive descriptors (82574)
+MRQC = 0x5818
+MRQC_RSS_FIELD_IPV4_TCP = 1 << 16
+MRQC_RSS_FIELD_IPV4 = 1 << 17
+MRQC_RSS_FIELD_IPV6 = 1 << 20
+MRQC_RSS_FIELD_IPV6_TCP = 1 << 21
+MRQC_RSS_FIELDS = (
+    MRQC_RSS_FIELD_IPV4_TCP | MRQC_RSS_FIELD_IPV4 | MRQC_RSS_FIELD_IPV6 | MRQC_RSS_FIELD_IPV6_TCP
+)
+RETA = 0x5C00  # redirection table: 128 one-byte entries
+RETA_ENTRIES = 128
+RSSRK = 0x5C80  # RSS random key: 40 bytes
+RSS_KEY_BYTES = 40
+
+
+def rctl_buffer_size(size: int) -> int:
+    """RCTL BSIZE/BSEX bits for a receive buffer of ``size`` bytes."""
+    bsize = {2048: (0, 0), 1024: (1, 0), 512: (2, 0), 256: (3, 0), 4096: (3, 1)}
+    if size not in bsize:
+        raise ValueError(f"no RCTL encoding for {size}-byte buffers")
+    code, extended = bsize[size]
+    return (code << RCTL_BSIZE_SHIFT) | (Rctl.BSEX if extended else 0)
+
+
+def write_rss_tables(write32: Callable[[int, int], None], reta_bytes: bytes, key: bytes) -> None:
+    """Write RETA (128 entries, 4 per register) and the 40-byte RSSRK key."""
+    for i in range(0, RETA_ENTRIES, 4):
+        write32(RETA + i, int.from_bytes(reta_bytes[i : i + 4], "little"))
+    for i in range(0, RSS_KEY_BYTES, 4):
+        write32(RSSRK + i, int.from_bytes(key[i : i + 4], "little"))
+
+
+# The key Microsoft's RSS verification suite uses: any fixed key works, this
+# one spreads the usual test flows well and makes hashes reproducible.
+RSS_DEFAULT_KEY = bytes.fromhex(
+    "6d5a56da255b0ec24167253d43a38fb0d0ca2bcbae7b30b477cb2da38030f20c6a42b73bbeac01fa"
+)

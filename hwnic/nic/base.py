@@ -1,0 +1,612 @@
+"""The miniport the three families share: lifecycle, interrupts, receive delivery.
+
+A family subclass (``e1000.py``, ``e1000e.py``, ``igb.py``) supplies the
+register-level steps (reset, ring programming, cause-to-message mapping, the
+message ISR, masking and unmasking); this class does the rest the same way
+for all of them:
+
+* open: bus master on, quiesce, reset, DMA rings and buffers, program the NIC,
+  then the NDIS order: set miniport attributes, register the interrupt (the
+  ISR may run before registration returns, so everything it touches exists),
+  map causes to the granted messages and unmask.
+* ISR: line-based and MSI read ICR (zero: "not mine"), save the causes, mask
+  all, ask for the default DPC. MSI-X ISRs mask only their own message.
+* DPC: per message, drain its RX queues under the receive budget
+  (``max_to_indicate`` in, ``more_pending`` out), reclaim its TX queues,
+  handle link changes on the "other" cause.
+* before re-enable: replenish RX descriptors with fresh buffers, so a view the
+  consumer still holds is never written (seed 001).
+* close (also on exceptions and Ctrl-C): mask every interrupt, stop RX and TX,
+  deregister the interrupt, bus master off, and only then free DMA memory.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+from hwnic.dma import DmaPool
+from hwnic.errors import NicError, UsageError
+from hwnic.ndis import (
+    DEFAULT_TIME_BOUND,
+    ISR_NOT_MINE,
+    ISR_QUEUE_DEFAULT_DPC,
+    InterruptCharacteristics,
+    InterruptType,
+    IsrResult,
+    MiniportAdapter,
+    NdisInterrupt,
+    ReceiveThrottleParameters,
+    register_interrupt,
+)
+from hwnic.ndis.vfio_source import VfioInterruptSource
+from hwnic.nic import regs
+from hwnic.nic.descriptors import LEGACY_TX, RxFormat
+from hwnic.nic.rings import RxBatch, RxRing, TxRing
+from hwnic.vfio import Device
+
+ALL_CAUSES = 0xFFFFFFFF
+QEMU_SUBSYSTEM_VENDOR = 0x1AF4  # Red Hat: QEMU's emulated NICs carry it
+PCI_SUBSYSTEM_VENDOR_ID = 0x2C
+DEFAULT_RING_SIZE = 512
+DEFAULT_BUFFER_SIZE = 2048
+RESET_TIMEOUT = 1.0  # seconds for CTRL.RST to self-clear
+POLL_INTERVAL = 0.001
+
+
+@dataclass
+class NicConfig:
+    """What ``hwnic.open`` takes. Defaults work on every supported NIC."""
+
+    queues: int = 1  # RX/TX queue pairs; more than one spreads flows with RSS
+    budget: int = 64  # max_to_indicate: frames a DPC may indicate per call
+    ring_size: int = DEFAULT_RING_SIZE  # descriptors per ring (multiple of 8)
+    buffer_size: int = DEFAULT_BUFFER_SIZE  # bytes per receive buffer
+    pool_factor: int = 2  # receive buffers per descriptor: room for held views
+    interrupt: InterruptType | None = None  # insist on a type; None: best available
+    zero_copy: bool = False  # deliver views into DMA buffers instead of copies
+    promiscuous: bool = True  # accept every unicast/multicast frame (a test port)
+    itr_us: float | None = None  # interrupt moderation interval; None: family default
+    wait_link: float = 10.0  # seconds open() waits for link up (0: do not wait)
+    time_bound: float = DEFAULT_TIME_BOUND  # seconds a DPC may keep re-running
+    target_cpus: Sequence[int] | None = None  # DPC CPU per message
+    backlog: int = 65536  # received frames kept for receive() before counting drops
+
+    def check(self, max_queues: int) -> None:
+        if not 1 <= self.queues <= max_queues:
+            raise UsageError(f"queues={self.queues}", f"this NIC supports 1 to {max_queues}")
+        if self.budget < 1:
+            raise UsageError(f"budget={self.budget}", "the receive budget must be at least 1")
+        if self.ring_size < 8 or self.ring_size % 8 or self.ring_size > 4096:
+            raise UsageError(f"ring_size={self.ring_size}", "use a multiple of 8 from 8 to 4096")
+        if self.buffer_size not in (1024, 2048, 4096):
+            raise UsageError(f"buffer_size={self.buffer_size}", "use 1024, 2048 or 4096")
+        if self.itr_us is not None and self.itr_us < 0:
+            raise UsageError(f"itr_us={self.itr_us}", "moderation must be 0 or more µs")
+
+
+@dataclass(frozen=True)
+class MessagePlan:
+    """What one interrupt message serves: RX queues, TX queues, the other causes."""
+
+    rx: tuple[int, ...] = ()
+    tx: tuple[int, ...] = ()
+    other: bool = False
+
+
+@dataclass
+class LinkState:
+    up: bool
+    speed_mbps: int
+    full_duplex: bool
+
+
+@dataclass
+class _Delivery:
+    """Received batches of one queue waiting for ``receive()``."""
+
+    batches: collections.deque[RxBatch] = field(default_factory=collections.deque)
+    frames: int = 0
+
+
+class Nic:
+    """A NIC driven through VFIO with the NDIS interrupt model; use ``hwnic.open``."""
+
+    family: ClassVar[str] = ""
+    rx_format: ClassVar[RxFormat]
+    max_queues: ClassVar[int] = 1
+
+    def __init__(
+        self,
+        device: Device,
+        config: NicConfig | None = None,
+        *,
+        on_receive: Callable[[int, RxBatch], None] | None = None,
+        close_device: bool = False,
+    ) -> None:
+        self.device = device
+        self.config = config or NicConfig()
+        self.config.check(self.max_queues)
+        self.bar = device.bar(0)
+        self.on_receive = on_receive
+        self._close_device = close_device
+        self._closed = False
+        self.interrupt: NdisInterrupt | None = None
+        self.dma: DmaPool | None = None
+        self.rx: list[RxRing] = []
+        self.tx: list[TxRing] = []
+        self.rx_desc_iova: list[int] = []
+        self.tx_desc_iova: list[int] = []
+        self._tx_locks: list[threading.Lock] = []
+        self._plans: list[MessagePlan] = []
+        self._line_causes = 0  # ICR bits an ISR saw, for the DPC (line-based/MSI)
+        self._icr_lock = threading.Lock()
+        self._delivery: list[_Delivery] = []
+        self._delivered = threading.Condition()
+        self.backlog_drops = 0
+        self.link_changes = 0
+        self._link_cond = threading.Condition()
+        self._on_link: list[Callable[[LinkState], None]] = []
+        self._hw_stats: dict[str, int] = {}
+        self._hw_raw: dict[str, int] = {}
+        self.on_qemu = device.config_read(PCI_SUBSYSTEM_VENDOR_ID, 2) == QEMU_SUBSYSTEM_VENDOR
+        try:
+            self._open()
+        except BaseException:
+            self.close()
+            raise
+
+    # -- lifecycle -------------------------------------------------------------
+
+    def _open(self) -> None:
+        cfg = self.config
+        self.device.set_bus_master(True)
+        self.mask_all()
+        self.reset_hw()
+        self.mask_all()
+        self.dma = DmaPool(self.device)
+        for queue in range(cfg.queues):
+            self.rx.append(self._make_rx_ring(queue))
+            self.tx.append(self._make_tx_ring(queue))
+            self._tx_locks.append(threading.Lock())
+            self._delivery.append(_Delivery())
+        self.init_hw()
+        for ring in self.rx:
+            ring.replenish()
+        # NDIS order: attributes first, then the interrupt; the ISR may run
+        # before register_interrupt returns, and all it needs exists by now.
+        adapter = MiniportAdapter(f"{self.family} {self.device.bdf}")
+        adapter.set_miniport_attributes(self, family=self.family, queues=cfg.queues)
+        kind_counts = VfioInterruptSource(self.device).message_counts()
+        self.interrupt = register_interrupt(
+            adapter,
+            self,
+            self._characteristics(),
+            VfioInterruptSource(self.device),
+            prefer=cfg.interrupt,
+            messages=self.messages_wanted(kind_counts),
+            target_cpus=cfg.target_cpus,
+            budget=cfg.budget,
+            time_bound=cfg.time_bound,
+        )
+        granted = self.interrupt.granted_type
+        self._plans = self.plan_messages(granted, len(self.interrupt.messages))
+        self.configure_interrupts(granted)
+        self.enable_all()
+        if cfg.wait_link:
+            self.wait_link(True, cfg.wait_link)
+
+    def close(self) -> None:
+        """Quiet the NIC and release everything; safe to call twice and after errors."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            try:
+                self.mask_all()
+                self.stop_hw()
+            finally:
+                if self.interrupt is not None:
+                    self.interrupt.deregister()
+                self.mask_all()  # a DPC that ran during deregistration may have unmasked
+                self.device.set_bus_master(False)
+        finally:
+            if self.dma is not None:
+                self.dma.close()
+            if self._close_device:
+                self.device.close()
+
+    def __enter__(self) -> Nic:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    # -- rings -------------------------------------------------------------------
+
+    def _make_rx_ring(self, queue: int) -> RxRing:
+        assert self.dma is not None
+        cfg = self.config
+        descs = self.dma.allocate(cfg.ring_size * self.rx_format.dtype.itemsize)
+        pool_slots = cfg.ring_size * cfg.pool_factor
+        pool = self.dma.allocate(pool_slots * cfg.buffer_size)
+        tail = self.rx_tail_offset(queue)
+        write32, wmb = self.bar.write32, self.device_wmb
+        self.rx_desc_iova.append(descs.iova)
+        return RxRing(
+            self.rx_format,
+            descs.array(self.rx_format.dtype, (cfg.ring_size,)),
+            descs.iova,
+            pool.array(np.uint8, (pool_slots, cfg.buffer_size)),
+            pool.iova,
+            write_tail=lambda value: write32(tail, value),
+            wmb=wmb,
+            zero_copy=cfg.zero_copy,
+        )
+
+    def _make_tx_ring(self, queue: int) -> TxRing:
+        assert self.dma is not None
+        cfg = self.config
+        descs = self.dma.allocate(cfg.ring_size * LEGACY_TX.itemsize)
+        bufs = self.dma.allocate(cfg.ring_size * cfg.buffer_size)
+        tail = self.tx_tail_offset(queue)
+        write32 = self.bar.write32
+        self.tx_desc_iova.append(descs.iova)
+        return TxRing(
+            descs.array(LEGACY_TX, (cfg.ring_size,)),
+            descs.iova,
+            bufs.array(np.uint8, (cfg.ring_size, cfg.buffer_size)),
+            bufs.iova,
+            write_tail=lambda value: write32(tail, value),
+            wmb=self.device_wmb,
+        )
+
+    @staticmethod
+    def device_wmb() -> None:
+        from hwnic._vfio import lib
+
+        lib.wmb()
+
+    # -- interrupts: the NDIS handlers -------------------------------------------
+
+    def _characteristics(self) -> InterruptCharacteristics:
+        return InterruptCharacteristics(
+            isr=self._isr,
+            dpc=self._dpc,
+            enable=self._enable,
+            disable=self._disable,
+            message_isr=self._message_isr,
+            message_dpc=self._message_dpc,
+            enable_message=self._enable_message,
+            disable_message=self._disable_message,
+            before_enable=self._before_enable,
+        )
+
+    def _isr(self, ctx: Any) -> IsrResult:
+        """Line-based and MSI: ICR says whether this NIC interrupted (and clears it)."""
+        icr = self.bar.read32(regs.ICR)
+        if not icr:
+            return ISR_NOT_MINE  # a shared line's other device, or a stale message
+        with self._icr_lock:
+            self._line_causes |= icr
+        self.bar.write32(regs.IMC, ALL_CAUSES)
+        return ISR_QUEUE_DEFAULT_DPC
+
+    def _message_isr(self, ctx: Any, message_id: int) -> IsrResult:
+        if self.interrupt is None or self.interrupt.granted_type is not InterruptType.MSIX:
+            return self._isr(ctx)
+        self.msix_ack_and_mask(message_id)
+        return ISR_QUEUE_DEFAULT_DPC
+
+    def _dpc(self, ctx: Any, dpc_ctx: Any, throttle: ReceiveThrottleParameters) -> None:
+        self._message_dpc(ctx, 0, dpc_ctx, throttle)
+
+    def _message_dpc(
+        self, ctx: Any, message_id: int, dpc_ctx: Any, throttle: ReceiveThrottleParameters
+    ) -> None:
+        plan = self._plans[message_id] if message_id < len(self._plans) else MessagePlan()
+        if plan.other:
+            with self._icr_lock:
+                causes, self._line_causes = self._line_causes, 0
+            causes |= self.other_causes(message_id)
+            if causes & regs.Icr.LSC:
+                self._link_changed()
+        for queue in plan.tx:
+            with self._tx_locks[queue]:
+                self.tx[queue].reclaim()
+        indicated = 0
+        more = False
+        budget = throttle.max_to_indicate
+        for queue in plan.rx:
+            batch = self.rx[queue].drain(max(1, budget - indicated))
+            if batch.count:
+                indicated += batch.count
+                self._indicate(queue, batch)
+            more = more or batch.more_pending
+        throttle.indicated = indicated
+        throttle.more_pending = more
+
+    def _before_enable(self, ctx: Any, message_id: int) -> None:
+        plan = self._plans[message_id] if message_id < len(self._plans) else MessagePlan()
+        for queue in plan.rx:
+            self.rx[queue].replenish()
+
+    def _enable(self, ctx: Any) -> None:
+        self.bar.write32(regs.IMS, self.line_causes())
+
+    def _disable(self, ctx: Any) -> None:
+        self.bar.write32(regs.IMC, ALL_CAUSES)
+
+    def _enable_message(self, ctx: Any, message_id: int) -> None:
+        if self.interrupt is not None and self.interrupt.granted_type is InterruptType.MSIX:
+            self.msix_unmask(message_id)
+        else:
+            self._enable(ctx)
+
+    def _disable_message(self, ctx: Any, message_id: int) -> None:
+        if self.interrupt is not None and self.interrupt.granted_type is InterruptType.MSIX:
+            self.msix_mask(message_id)
+        else:
+            self._disable(ctx)
+
+    def enable_all(self) -> None:
+        """Unmask every message the plan uses (after registration and mapping)."""
+        assert self.interrupt is not None
+        if self.interrupt.granted_type is InterruptType.MSIX:
+            for message_id in range(len(self._plans)):
+                self.msix_unmask(message_id)
+        else:
+            self._enable(None)
+
+    # -- receive delivery ----------------------------------------------------------
+
+    def _indicate(self, queue: int, batch: RxBatch) -> None:
+        """Hand a batch up: to the callback in DPC context, else to receive()."""
+        if self.on_receive is not None:
+            self.on_receive(queue, batch)
+            return
+        with self._delivered:
+            waiting = sum(d.frames for d in self._delivery)
+            if waiting + batch.count > self.config.backlog:
+                self.backlog_drops += batch.count
+                batch.release()
+                return
+            d = self._delivery[queue]
+            d.batches.append(batch)
+            d.frames += batch.count
+            self._delivered.notify_all()
+
+    def receive(self, timeout: float | None = None, queue: int | None = None) -> RxBatch | None:
+        """The oldest received batch (of ``queue``, or any), waiting up to ``timeout`` s."""
+        queues = range(len(self._delivery)) if queue is None else (queue,)
+
+        def ready() -> int | None:
+            for q in queues:
+                if self._delivery[q].batches:
+                    return q
+            return None
+
+        with self._delivered:
+            q = ready()
+            if q is None and timeout != 0:
+                self._delivered.wait_for(lambda: ready() is not None, timeout)
+                q = ready()
+            if q is None:
+                return None
+            d = self._delivery[q]
+            batch = d.batches.popleft()
+            d.frames -= batch.count
+            return batch
+
+    # -- transmit --------------------------------------------------------------------
+
+    def send(
+        self,
+        frames: np.ndarray | Sequence[np.ndarray],
+        lengths: np.ndarray | None = None,
+        *,
+        queue: int = 0,
+        timeout: float | None = 1.0,
+    ) -> int:
+        """Post frames on a TX queue; waits up to ``timeout`` s while the ring is full.
+
+        Returns how many were posted (fewer than given only on timeout).
+        """
+        ring, lock = self.tx[queue], self._tx_locks[queue]
+        total = len(frames)
+        done = 0
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while done < total:
+            with lock:
+                ring.reclaim()
+                if lengths is None:
+                    n = ring.post(frames[done:])
+                else:
+                    n = ring.post(frames[done:], lengths[done:])
+            done += n
+            if done < total:
+                if deadline is not None and time.monotonic() >= deadline:
+                    break
+                time.sleep(POLL_INTERVAL)  # back-pressure: the NIC is behind
+        return done
+
+    # -- link ----------------------------------------------------------------------------
+
+    @property
+    def link(self) -> LinkState:
+        up, speed, duplex = regs.link_from_status(self.bar.read32(regs.STATUS))
+        return LinkState(up, speed, duplex)
+
+    def on_link_change(self, callback: Callable[[LinkState], None]) -> None:
+        """Call ``callback(state)`` from the DPC on every link change."""
+        self._on_link.append(callback)
+
+    def _link_changed(self) -> None:
+        state = self.link
+        with self._link_cond:
+            self.link_changes += 1
+            self._link_cond.notify_all()
+        for callback in self._on_link:
+            callback(state)
+
+    def wait_link(self, up: bool = True, timeout: float = 10.0) -> bool:
+        """Wait until the link is ``up`` (or down); raises NicError on timeout."""
+        deadline = time.monotonic() + timeout
+        with self._link_cond:
+            while self.link.up != up:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise NicError(
+                        f"{self.device.bdf}: link still {'down' if up else 'up'} after {timeout} s",
+                        "check the cable / peer (in the lab: the hub and set_link)",
+                    )
+                # LSC wakes us; the poll interval covers a NIC with LSC masked.
+                self._link_cond.wait(min(left, 0.05))
+        return True
+
+    # -- statistics ----------------------------------------------------------------------
+
+    def hw_stats(self) -> dict[str, int]:
+        """The NIC's statistics registers, accumulated (they clear on read)."""
+        read32 = self.bar.read32
+        for name, offset in regs.STATS32.items():
+            value = read32(offset)
+            if self.on_qemu and name in regs.STATS_NOT_CLEARED_IN_QEMU:
+                value, self._hw_raw[name] = value - self._hw_raw.get(name, 0), value
+            self._hw_stats[name] = self._hw_stats.get(name, 0) + value
+        for name, offset in regs.STATS64.items():
+            low = read32(offset)
+            value = low | (read32(offset + 4) << 32)
+            self._hw_stats[name] = self._hw_stats.get(name, 0) + value
+        return dict(self._hw_stats)
+
+    def stats(self) -> dict[str, Any]:
+        """Driver, hardware and interrupt statistics as one JSON-ready dict."""
+        return {
+            "bdf": self.device.bdf,
+            "family": self.family,
+            "interrupt_type": str(self.interrupt.granted_type) if self.interrupt else None,
+            "rx": [ring.stats() for ring in self.rx],
+            "tx": [ring.stats() for ring in self.tx],
+            "backlog_drops": self.backlog_drops,
+            "link_changes": self.link_changes,
+            "hw": self.hw_stats(),
+            "interrupts": self.interrupt.stats.to_dict() if self.interrupt else {},
+        }
+
+    # -- what each family provides ----------------------------------------------------------
+
+    def rx_tail_offset(self, queue: int) -> int:
+        return regs.RDBAL0 + queue * regs.QUEUE_STRIDE + regs.DT
+
+    def tx_tail_offset(self, queue: int) -> int:
+        return regs.TDBAL0 + queue * regs.QUEUE_STRIDE + regs.DT
+
+    def mask_all(self) -> None:
+        self.bar.write32(regs.IMC, ALL_CAUSES)
+
+    def reset_hw(self) -> None:
+        """CTRL.RST and wait for it to self-clear (a no-op on QEMU's 82540EM)."""
+        self.bar.write32(regs.CTRL, self.bar.read32(regs.CTRL) | regs.Ctrl.RST)
+        deadline = time.monotonic() + RESET_TIMEOUT
+        while self.bar.read32(regs.CTRL) & regs.Ctrl.RST:
+            if time.monotonic() > deadline:
+                raise NicError(f"{self.device.bdf}: CTRL.RST did not clear", "power-cycle the NIC")
+            time.sleep(POLL_INTERVAL)
+        self.mask_all()
+        self.bar.read32(regs.ICR)
+
+    def stop_hw(self) -> None:
+        """Stop receiving and transmitting."""
+        self.bar.write32(regs.RCTL, 0)
+        self.bar.write32(regs.TCTL, 0)
+
+    def init_hw(self) -> None:
+        raise NotImplementedError
+
+    def messages_wanted(self, counts: Any) -> int | None:
+        return None
+
+    def plan_messages(self, kind: InterruptType, count: int) -> list[MessagePlan]:
+        """One message for everything unless a family maps causes to MSI-X messages."""
+        queues = tuple(range(self.config.queues))
+        return [MessagePlan(rx=queues, tx=queues, other=True)]
+
+    def configure_interrupts(self, kind: InterruptType) -> None:
+        raise NotImplementedError
+
+    def line_causes(self) -> int:
+        """IMS for line-based and MSI operation."""
+        return int(regs.Icr.RXT0 | regs.Icr.RXDMT0 | regs.Icr.RXO | regs.Icr.TXDW | regs.Icr.LSC)
+
+    def msix_ack_and_mask(self, message_id: int) -> None:
+        raise NotImplementedError
+
+    def msix_mask(self, message_id: int) -> None:
+        raise NotImplementedError
+
+    def msix_unmask(self, message_id: int) -> None:
+        raise NotImplementedError
+
+    def other_causes(self, message_id: int) -> int:
+        """Causes behind the "other" MSI-X message (read and acknowledged here)."""
+        return 0
+
+    # -- helpers the families share ------------------------------------------------------------
+
+    def program_ring(self, base: int, iova: int, nbytes: int) -> None:
+        """Write a ring's base, length, head and tail registers."""
+        write32 = self.bar.write32
+        write32(base + regs.DBAL, iova & 0xFFFFFFFF)
+        write32(base + regs.DBAH, iova >> 32)
+        write32(base + regs.DLEN, nbytes)
+        write32(base + regs.DH, 0)
+        write32(base + regs.DT, 0)
+
+    def set_filters(self) -> int:
+        """Receive address 0 from the NIC's own MAC, clear multicast table; RCTL filter bits."""
+        for i in range(regs.MTA_ENTRIES):
+            self.bar.write32(regs.MTA + 4 * i, 0)
+        bits = regs.Rctl.BAM
+        if self.config.promiscuous:
+            bits |= regs.Rctl.UPE | regs.Rctl.MPE
+        return int(bits)
+
+    @property
+    def mac(self) -> str:
+        return regs.mac_from_ra(self.bar.read32(regs.RAL0), self.bar.read32(regs.RAH0))
+
+    def phy_write(self, reg: int, value: int, timeout: float = 1.0) -> None:
+        """Write a PHY register through MDIC and wait for READY."""
+        self.bar.write32(
+            regs.MDIC,
+            (value & regs.MDIC_DATA_MASK)
+            | (reg << regs.MDIC_REG_SHIFT)
+            | (regs.PHY_ADDRESS << regs.MDIC_PHY_SHIFT)
+            | regs.MDIC_OP_WRITE,
+        )
+        deadline = time.monotonic() + timeout
+        while True:
+            mdic = self.bar.read32(regs.MDIC)
+            if mdic & regs.MDIC_ERROR:
+                raise NicError(f"{self.device.bdf}: MDIC write of PHY register {reg} failed")
+            if mdic & regs.MDIC_READY:
+                return
+            if time.monotonic() > deadline:
+                raise NicError(f"{self.device.bdf}: MDIC did not complete")
+            time.sleep(POLL_INTERVAL)
+
+    def itr_value(self, default_us: float) -> int:
+        """The ITR register value (256 ns units) for the configured moderation."""
+        us = default_us if self.config.itr_us is None else self.config.itr_us
+        return round(us * 1000 / regs.ITR_UNIT_NS)

@@ -1,0 +1,50 @@
+"""82540EM (e1000): one queue, line-based interrupts (INTx) only.
+
+The ISR reads ICR, which clears it and deasserts the line; zero means another
+device on a shared line raised it ("not mine"). QEMU's model quirks handled
+here without harm to real parts: CTRL.RST does nothing (every register used
+is rewritten), and RX is blocked for about 1 s after each RCTL write.
+"""
+
+from __future__ import annotations
+
+from hwnic.ndis import InterruptType
+from hwnic.nic import regs
+from hwnic.nic.base import Nic
+from hwnic.nic.descriptors import LEGACY_RX_FORMAT
+
+# TIPG for the 82540EM's copper PHY: IPGT 10, IPGR1 8, IPGR2 6 (datasheet 13.4.34)
+TIPG_82540 = 10 | (8 << regs.TIPG_IPGR1_SHIFT) | (6 << regs.TIPG_IPGR2_SHIFT)
+TCTL_BASE = regs.Tctl.EN | regs.Tctl.PSP | regs.TCTL_CT_DEFAULT | regs.TCTL_COLD_FULL_DUPLEX
+
+
+class E1000(Nic):
+    family = "e1000"
+    rx_format = LEGACY_RX_FORMAT
+    max_queues = 1
+
+    def init_hw(self) -> None:
+        bar = self.bar
+        ring_bytes = self.config.ring_size * 16
+        bar.write32(regs.TCTL, 0)
+        bar.write32(regs.RCTL, 0)
+        self.program_ring(regs.TDBAL0, self.tx_desc_iova[0], ring_bytes)
+        bar.write32(regs.TIDV, 0)
+        bar.write32(regs.TADV, 0)
+        bar.write32(regs.TIPG, TIPG_82540)
+        bar.write32(regs.TCTL, TCTL_BASE)
+        self.program_ring(regs.RDBAL0, self.rx_desc_iova[0], ring_bytes)
+        bar.write32(regs.RDTR, 0)  # no receive delay: moderation is ITR's job
+        bar.write32(regs.RADV, 0)
+        bar.write32(regs.ITR, self.itr_value(0))
+        filters = self.set_filters()
+        bar.write32(
+            regs.RCTL,
+            regs.Rctl.EN
+            | filters
+            | regs.Rctl.SECRC
+            | regs.rctl_buffer_size(self.config.buffer_size),
+        )
+
+    def configure_interrupts(self, kind: InterruptType) -> None:
+        """Nothing to map: one line, the causes enabled by IMS."""
