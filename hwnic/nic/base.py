@@ -359,6 +359,10 @@ class Nic:
         else:
             self._disable(ctx)
 
+    def rx_messages(self) -> list[int]:
+        """Message ids that serve receive queues."""
+        return [m for m, plan in enumerate(self._plans) if plan.rx]
+
     def enable_all(self) -> None:
         """Unmask every message the plan uses (after registration and mapping)."""
         assert self.interrupt is not None
