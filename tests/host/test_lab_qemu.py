@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import shlex
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from hwnic.errors import UsageError
-from hwnic.lab import qemu, topology
+from hwnic.errors import LabDependencyMissing, UsageError
+from hwnic.lab import deps, qemu, topology
 from hwnic.lab.qemu import LabPaths, VngOptions, qemu_options, vng_command
 from hwnic.lab.topology import plan_nics
 
@@ -127,7 +128,12 @@ def test_vng_command_tcg(paths: LabPaths) -> None:
         assert flag in cmd
     assert cmd[cmd.index("--cpus") + 1] == "2"
     assert cmd[cmd.index("--memory") + 1] == "2G"
-    assert cmd[cmd.index("--append") + 1] == "intel_iommu=on"
+    appended = [a.removeprefix("--append=") for a in cmd if a.startswith("--append=")]
+    assert appended[0] == "intel_iommu=on"
+    blacklist = appended[1].removeprefix("module_blacklist=").split(",")
+    # The lab's own modules must never be kept out.
+    for needed in ("vfio_pci", "vfio_pci_core", "irqbypass", "vfio_iommu_type1", "virtio_console"):
+        assert needed not in blacklist
     rwdirs = [cmd[i + 1] for i, a in enumerate(cmd) if a == "--rwdir"]
     assert rwdirs == [str(paths.run_dir), "/res"]
     execs = [a for a in cmd if a.startswith("--exec=")]
@@ -146,3 +152,34 @@ def test_lab_nic_roundtrips_through_json() -> None:
     nics = plan_nics(["e1000", "igb"])
     assert topology.loads(topology.dumps(nics)) == nics
     assert nics[1].pci_device_id == 0x10C9
+
+
+LAB_MODULES = ("vfio-pci", "vfio_iommu_type1", "virtio_console", "e1000", "e1000e", "igb", "9p")
+
+
+def _module_closure(release: str, names: tuple[str, ...]) -> set[str]:
+    seen: set[str] = set()
+    todo = list(names)
+    while todo:
+        name = todo.pop().replace("-", "_")
+        if name in seen:
+            continue
+        seen.add(name)
+        out = subprocess.run(
+            ["modinfo", "-k", release, "-F", "depends", name],
+            capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+        todo += [d for d in out.strip().split(",") if d]
+    return seen
+
+
+def test_blacklist_spares_what_the_lab_loads() -> None:
+    """vfio-pci needs irqbypass, which KVM also uses: blacklisting it broke binding once."""
+    try:
+        kernel = deps.find_kernel()
+    except LabDependencyMissing:
+        pytest.skip("no guest kernel installed here (tools/setup-host.sh) to read modules from")
+    release = kernel.name.removeprefix("vmlinuz-")
+    needed = _module_closure(release, LAB_MODULES)
+    assert {"vfio_pci", "vfio", "irqbypass", "virtio_console"} <= needed
+    assert needed.isdisjoint(qemu.GUEST_MODULE_BLACKLIST)
