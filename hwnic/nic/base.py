@@ -119,7 +119,7 @@ class Nic:
     """A NIC driven through VFIO with the NDIS interrupt model; use ``hwnic.open``."""
 
     family: ClassVar[str] = ""
-    rx_format: ClassVar[RxFormat]
+    rx_format: RxFormat  # a family may choose per instance (e1000e: RSS needs extended)
     max_queues: ClassVar[int] = 1
 
     def __init__(

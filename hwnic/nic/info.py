@@ -57,7 +57,7 @@ def read_info(bdf: str, *, allow_noiommu: bool = False) -> NicInfo:
         for index in range(PCI_BAR_COUNT):
             region = dev.region_info(index)
             if region.size:
-                bars.append(BarInfo(index, region.size, region.mmap))
+                bars.append(BarInfo(index, region.size, region.mmappable))
         bar0 = dev.bar(0)
         status = bar0.read32(regs.STATUS)
         mac = regs.mac_from_ra(bar0.read32(regs.RAL0), bar0.read32(regs.RAH0))
