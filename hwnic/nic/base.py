@@ -237,7 +237,7 @@ class Nic:
     def _make_rx_ring(self, queue: int) -> RxRing:
         assert self.dma is not None
         cfg = self.config
-        descs = self.dma.allocate(cfg.ring_size * self.rx_format.dtype.itemsize)
+        descs = self.dma.allocate(cfg.ring_size * self.rx_format.read_dtype.itemsize)
         pool_slots = cfg.ring_size * cfg.pool_factor
         pool = self.dma.allocate(pool_slots * cfg.buffer_size)
         tail = self.rx_tail_offset(queue)
@@ -245,7 +245,7 @@ class Nic:
         self.rx_desc_iova.append(descs.iova)
         return RxRing(
             self.rx_format,
-            descs.array(self.rx_format.dtype, (cfg.ring_size,)),
+            descs.array(self.rx_format.read_dtype, (cfg.ring_size,)),
             descs.iova,
             pool.array(np.uint8, (pool_slots, cfg.buffer_size)),
             pool.iova,
