@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hwnic._vfio import ffi, lib
 
+from hwnic._vfio import ffi, lib
 from hwnic.vfio import Bar, IrqIndex, RegionIndex
 
 ROOT = Path(__file__).resolve().parents[2]

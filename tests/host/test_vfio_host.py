@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hwnic._vfio import lib
 
 import hwnic.vfio as vfio
+from hwnic._vfio import lib
 from hwnic.dma import DmaPool
 from hwnic.errors import (
     BadAddress,

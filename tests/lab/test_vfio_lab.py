@@ -13,9 +13,9 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 import pytest
-from hwnic.dma import DmaMemory
 
 from hwnic import pci, vfio
+from hwnic.dma import DmaMemory
 from hwnic.nic import regs, regs_e1000e, regs_igb
 from hwnic.nic.descriptors import LEGACY_TX, TxCmd, TxStatus
 
