@@ -6,6 +6,7 @@ import json
 import socket
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ class Qmp:
         self._file: Any = None
         self._lock = threading.Lock()
 
-    def connect(self, deadline: float, alive: Any = None) -> None:
+    def connect(self, deadline: float, alive: Callable[[], bool] | None = None) -> None:
         """Connect (retrying until ``deadline``, a monotonic time) and negotiate.
 
         ``alive`` is an optional callable; when it returns False (QEMU died)

@@ -8,10 +8,12 @@ group is killed and waited for. Nothing outlives :func:`run`.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import threading
@@ -27,7 +29,7 @@ import hwnic
 from hwnic.errors import LabError, UsageError
 from hwnic.lab import deps, kvm
 from hwnic.lab.control import ControlRelay
-from hwnic.lab.guest import EXIT_SETUP_FAILED, GuestSpec
+from hwnic.lab.guest import GuestSpec
 from hwnic.lab.qemu import LabPaths, VngOptions, vng_command
 from hwnic.lab.qmp import Qmp
 from hwnic.lab.topology import DEFAULT_NICS, LabNic, plan_nics
@@ -146,7 +148,7 @@ def _group_alive(pgid: int) -> bool:
     return True
 
 
-def kill_group(proc: Any) -> None:
+def kill_group(proc: subprocess.Popen[bytes]) -> None:
     """SIGTERM, then SIGKILL, the process group led by ``proc``; wait until it is gone."""
     pgid = proc.pid
     for sig, wait in ((signal.SIGTERM, TERM_GRACE), (signal.SIGKILL, KILL_WAIT)):
@@ -216,8 +218,6 @@ class LabRun:
             shutil.rmtree(run_dir, ignore_errors=True)
 
     def _boot(self, tools: deps.LabTools, use_kvm: bool, paths: LabPaths) -> int:
-        import subprocess
-
         cfg = self.config
         GuestSpec(
             command=cfg.command,
@@ -288,7 +288,7 @@ class LabRun:
         cwd = self.config.cwd.resolve()
         return cwd == Path("/") or any(cwd.is_relative_to(d.resolve()) for d in self.config.rwdirs)
 
-    def _wait(self, proc: Any) -> int:
+    def _wait(self, proc: subprocess.Popen[bytes]) -> int:
         cfg = self.config
         while True:
             rc = proc.poll()
@@ -308,8 +308,6 @@ class LabRun:
             time.sleep(WAIT_POLL)
 
     def _result(self, paths: LabPaths, vng_rc: int, tail: list[str]) -> int:
-        import json
-
         elapsed = time.monotonic() - self.started
         try:
             status = json.loads(paths.status_file.read_text())
@@ -324,7 +322,7 @@ class LabRun:
         raise LabError(
             f"the guest stopped after {elapsed:.0f} s before the command finished "
             f"(vng exit {vng_rc}; last message: {last})",
-            f"exit status {EXIT_SETUP_FAILED} means the setup failed in the guest",
+            "a kernel panic or out of memory in the guest? try more --memory, see above",
         )
 
 
