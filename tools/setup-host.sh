@@ -17,6 +17,7 @@ qemu_ok || need_apt+=(qemu)
 ls /boot/vmlinuz-*-amd64 2>/dev/null | grep -vq cloud || need_apt+=(kernel)
 command -v busybox >/dev/null || need_apt+=(busybox)
 command -v tshark >/dev/null || need_apt+=(tshark)
+command -v lspci >/dev/null || need_apt+=(pciutils)
 
 if ((${#need_apt[@]})); then
     if [ "$(id -u)" != 0 ]; then
@@ -41,7 +42,7 @@ if ((${#need_apt[@]})); then
     say "installing QEMU 10 (backports), guest kernel, busybox, tshark"
     echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
     apt-get install -y -qq --no-install-recommends -t bookworm-backports qemu-system-x86 >/dev/null
-    apt-get install -y -qq --no-install-recommends linux-image-amd64 busybox-static tshark \
+    apt-get install -y -qq --no-install-recommends linux-image-amd64 busybox-static tshark pciutils \
         kmod iproute2 udev >/dev/null
 fi
 
