@@ -48,7 +48,7 @@ from hwnic.ndis import (
 from hwnic.ndis.vfio_source import VfioInterruptSource
 from hwnic.nic import regs
 from hwnic.nic.descriptors import LEGACY_TX, RxFormat
-from hwnic.nic.rings import RxBatch, RxRing, TxRing
+from hwnic.nic.ring import RxBatch, RxRing, TxRing
 from hwnic.vfio import Device
 
 ALL_CAUSES = 0xFFFFFFFF
@@ -238,7 +238,8 @@ class Nic:
         assert self.dma is not None
         cfg = self.config
         descs = self.dma.allocate(cfg.ring_size * self.rx_format.read_dtype.itemsize)
-        pool_slots = cfg.ring_size * cfg.pool_factor
+        # Zero-copy needs spare buffers to swap in for the ones consumers hold.
+        pool_slots = cfg.ring_size * (cfg.pool_factor if cfg.zero_copy else 1)
         pool = self.dma.allocate(pool_slots * cfg.buffer_size)
         tail = self.rx_tail_offset(queue)
         write32, wmb = self.bar.write32, self.device_wmb

@@ -1,0 +1,435 @@
+"""RX and TX descriptor rings over numpy views of DMA memory: the hot path.
+
+Everything works on whole batches: a drain reads the status of a window of
+descriptors at once, takes the run the NIC completed, validates it with numpy,
+hands it up as one batch and re-arms the consumed descriptors with one tail
+write. No Python loop runs per frame.
+
+Conventions (the datasheets'): the NIC owns descriptors from head to tail-1;
+the driver never arms more than ``size - 1`` so head == tail means "empty".
+The rings know nothing of VFIO: they take arrays, IOVAs and a ``write_tail``
+callable, so host tests drive them with ordinary memory and a fake NIC.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from hwnic.nic.descriptors import (
+    LEGACY_TX,
+    TX_CMD_SHIFT,
+    TX_CMD_SINGLE,
+    RxFormat,
+    TxStatus,
+    as_qwords,
+    as_raw,
+)
+
+TailWriter = Callable[[int], None]
+LEGACY_TX_STATUS_OFFSET = 12  # byte holding DD in a legacy TX descriptor
+
+
+def _no_barrier() -> None:
+    """Host tests: ordinary memory needs no fence."""
+
+
+def _window(start: int, count: int, size: int) -> list[slice]:
+    """The ring positions start..start+count-1 as at most two slices (wrap-around)."""
+    end = start + count
+    if end <= size:
+        return [slice(start, end)]
+    return [slice(start, size), slice(0, end - size)]
+
+
+class RxBatch:
+    """Frames a drain indicated: lengths and where the data is.
+
+    In copy mode ``frames`` is a compact copy (count x longest frame). In
+    zero-copy mode the frames stay in the ring's buffers (``frame(i)`` is a
+    view) until :meth:`release`; the ring never re-arms a buffer a batch holds.
+    """
+
+    __slots__ = ("_copy", "_released", "_ring", "lengths", "more_pending", "rss", "slots")
+
+    def __init__(
+        self,
+        ring: RxRing | None,
+        slots: np.ndarray,
+        lengths: np.ndarray,
+        copy: np.ndarray | None,
+        rss: np.ndarray | None,
+        more_pending: bool,
+    ) -> None:
+        self._ring = ring
+        self.slots = slots
+        self.lengths = lengths
+        self._copy = copy
+        self.rss = rss
+        self.more_pending = more_pending
+        self._released = copy is not None or not len(slots)
+
+    @property
+    def count(self) -> int:
+        return len(self.lengths)
+
+    @property
+    def zero_copy(self) -> bool:
+        return self._copy is None
+
+    @property
+    def frames(self) -> np.ndarray:
+        """All frames as rows of one array (a copy in zero-copy mode)."""
+        if self._copy is not None:
+            return self._copy
+        assert self._ring is not None
+        width = int(self.lengths.max()) if self.count else 0
+        return self._ring.pool[self.slots, :width]
+
+    def frame(self, i: int) -> np.ndarray:
+        """Frame ``i`` (a view into DMA memory in zero-copy mode)."""
+        length = int(self.lengths[i])
+        if self._copy is not None:
+            return self._copy[i, :length]
+        assert self._ring is not None
+        return self._ring.pool[int(self.slots[i]), :length]
+
+    def release(self) -> None:
+        """Give zero-copy buffers back to the ring (idempotent; no-op for copies)."""
+        if self._released:
+            return
+        self._released = True
+        assert self._ring is not None
+        self._ring.give_back(self.slots)
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __enter__(self) -> RxBatch:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+_EMPTY_SLOTS = np.zeros(0, dtype=np.int64)
+_EMPTY_LENGTHS = np.zeros(0, dtype=np.uint16)
+
+
+class RxRing:
+    """A receive ring: drain completed descriptors in batches, re-arm with fresh buffers."""
+
+    def __init__(
+        self,
+        fmt: RxFormat,
+        descs: np.ndarray,
+        desc_iova: int,
+        pool: np.ndarray,
+        pool_iova: int,
+        *,
+        write_tail: TailWriter,
+        wmb: Callable[[], None] = _no_barrier,
+        zero_copy: bool = False,
+    ) -> None:
+        size = len(descs)
+        if pool.ndim != 2 or len(pool) < size:
+            raise ValueError("the buffer pool needs at least one slot per descriptor")
+        self.fmt = fmt
+        self.descs = descs
+        self.raw = as_raw(descs)
+        self.qwords = as_qwords(descs)
+        self.desc_iova = desc_iova
+        self.size = size
+        self.pool = pool
+        self.pool_iova = pool_iova
+        self.buffer_size = pool.shape[1]
+        self.zero_copy = zero_copy
+        self._write_tail = write_tail
+        self._wmb = wmb
+        self.slot_iova = pool_iova + np.arange(len(pool), dtype=np.uint64) * np.uint64(
+            self.buffer_size
+        )
+        # The pool slot behind each descriptor, and the slots nobody uses.
+        self.desc_slot = np.full(size, -1, dtype=np.int64)
+        self._free = np.arange(len(pool), dtype=np.int64)
+        self._free_top = len(pool)  # _free[:_free_top] are free
+        if not zero_copy:
+            self._free_top = 0  # descriptor i owns slot i; copies never hold a slot
+        self._free_lock = threading.Lock()
+        self.next_to_clean = 0
+        self.tail = 0
+        self.armed = 0  # descriptors the NIC owns: next_to_clean .. tail-1
+        self.counters = dict.fromkeys(
+            (
+                "frames",
+                "bytes",
+                "descriptors",
+                "drops_length",
+                "drops_error",
+                "drops_multi_descriptor",
+                "starved",
+                "tail_writes",
+            ),
+            0,
+        )
+
+    # -- buffers -------------------------------------------------------------------
+
+    def _take(self, count: int) -> np.ndarray:
+        with self._free_lock:
+            count = min(count, self._free_top)
+            self._free_top -= count
+            return self._free[self._free_top : self._free_top + count].copy()
+
+    def give_back(self, slots: np.ndarray) -> None:
+        """Return buffer slots to the pool (thread-safe: consumers call it)."""
+        with self._free_lock:
+            n = len(slots)
+            self._free[self._free_top : self._free_top + n] = slots
+            self._free_top += n
+
+    @property
+    def free_buffers(self) -> int:
+        return self._free_top
+
+    # -- arming --------------------------------------------------------------------
+
+    def replenish(self) -> int:
+        """Arm every descriptor that has none, with fresh buffers; one tail write.
+
+        Called after each drain and before the interrupt is re-enabled (seed
+        001: a buffer the consumer kept is replaced before re-enabling). With
+        the pool empty (the consumer holds everything) the ring stays short and
+        the shortfall is counted; the NIC then back-pressures.
+        """
+        want = self.size - 1 - self.armed
+        if want <= 0:
+            return 0
+        start = self.tail
+        if self.zero_copy:
+            slots = self._take(want)
+        else:
+            # Copy mode: a descriptor keeps its own buffer for good.
+            slots = np.concatenate(
+                [np.arange(p.start, p.stop) for p in _window(start, want, self.size)]
+            )
+        n = len(slots)
+        if n < want:
+            self.counters["starved"] += 1
+        if n == 0:
+            return 0
+        done = 0
+        for part in _window(start, n, self.size):
+            k = part.stop - part.start
+            chunk = slots[done : done + k]
+            self.desc_slot[part] = chunk
+            q = self.qwords[part]
+            q[:, 0] = self.slot_iova[chunk]
+            q[:, 1] = 0  # clears DD (and the rest of the write-back half)
+            done += k
+        self.armed += n
+        self.tail = (start + n) % self.size
+        self._wmb()  # descriptors reach memory before the NIC sees the new tail
+        self._write_tail(self.tail)
+        self.counters["tail_writes"] += 1
+        return n
+
+    # -- receiving -----------------------------------------------------------------
+
+    def drain(self, budget: int) -> RxBatch:
+        """Take up to ``budget`` completed frames; re-arm what was consumed."""
+        limit = min(budget, self.armed)
+        if limit <= 0:
+            return RxBatch(self, _EMPTY_SLOTS, _EMPTY_LENGTHS, None, None, self._dd_at_head())
+        start = self.next_to_clean
+        parts = _window(start, limit, self.size)
+        fields = [self.fmt.parse(self.descs[p]) for p in parts]
+        dd = np.concatenate([f.dd for f in fields]) if len(fields) > 1 else fields[0].dd
+        done = limit if dd.all() else int(np.argmin(dd))
+        if done == 0:
+            return RxBatch(self, _EMPTY_SLOTS, _EMPTY_LENGTHS, None, None, False)
+
+        def column(name: str) -> np.ndarray:
+            arrays = [getattr(f, name) for f in fields]
+            return (np.concatenate(arrays) if len(arrays) > 1 else arrays[0])[:done]
+
+        eop = column("eop")
+        lengths = column("length")
+        error = column("error")
+        rss = column("rss") if fields[0].rss is not None else None
+        # Frames end at EOP; descriptors after the last EOP belong to a frame
+        # still arriving, unless it can never complete (longer than the ring).
+        if eop.all():
+            used = done
+            single = eop
+        else:
+            ends = np.flatnonzero(eop)
+            used = int(ends[-1]) + 1 if len(ends) else 0
+            if used == 0 and done >= self.size - 1:
+                used = done  # no EOP in a whole ring: garbage, drop it all
+            starts = np.empty(done, dtype=bool)
+            starts[0] = True
+            starts[1:] = eop[:-1]
+            single = (starts & eop)[:used]
+            self.counters["drops_multi_descriptor"] += int(eop[:used].sum() - single.sum())
+            if used == done and not eop[done - 1]:
+                self.counters["drops_multi_descriptor"] += 1
+            eop, lengths, error = eop[:used], lengths[:used], error[:used]
+            if rss is not None:
+                rss = rss[:used]
+        if used == 0:
+            return RxBatch(self, _EMPTY_SLOTS, _EMPTY_LENGTHS, None, None, False)
+        bad_length = (lengths == 0) | (lengths > self.buffer_size)
+        bad_error = error & ~bad_length
+        good = single & ~bad_length & ~error
+        self.counters["drops_length"] += int((bad_length & single).sum())
+        self.counters["drops_error"] += int((bad_error & single).sum())
+        positions = np.concatenate(
+            [np.arange(p.start, p.stop) for p in _window(start, used, self.size)]
+        )
+        slots = self.desc_slot[positions]
+        all_good = bool(good.all())
+        good_slots = slots if all_good else slots[good]
+        good_lengths = lengths if all_good else lengths[good]
+        copy = None
+        if not self.zero_copy:
+            width = int(good_lengths.max()) if len(good_lengths) else 0
+            copy = self.pool[good_slots, :width]  # fancy indexing copies
+        # Consumed: advance, free what is not handed up, re-arm.
+        self.next_to_clean = (start + used) % self.size
+        self.armed -= used
+        self.counters["descriptors"] += used
+        self.counters["frames"] += len(good_lengths)
+        self.counters["bytes"] += int(good_lengths.sum(dtype=np.int64))
+        if self.zero_copy:
+            self.desc_slot[positions] = -1
+            if not all_good:
+                self.give_back(slots[~good])
+        self.replenish()
+        batch = RxBatch(
+            self,
+            good_slots if self.zero_copy else _EMPTY_SLOTS,
+            good_lengths.copy(),
+            copy,
+            None if rss is None else (rss if all_good else rss[good]),
+            self._dd_at_head(),
+        )
+        return batch
+
+    def _dd_at_head(self) -> bool:
+        """Whether the NIC already completed the next descriptor (more pending)."""
+        if self.armed == 0:
+            return False
+        status = self.raw[self.next_to_clean, self.fmt.status_offset]
+        return bool(status & 1)
+
+    def stats(self) -> dict[str, Any]:
+        return {**self.counters, "armed": self.armed, "free_buffers": self.free_buffers}
+
+
+class TxRing:
+    """A transmit ring of legacy descriptors: post batches, reclaim completions."""
+
+    def __init__(
+        self,
+        descs: np.ndarray,
+        desc_iova: int,
+        buffers: np.ndarray,
+        buffers_iova: int,
+        *,
+        write_tail: TailWriter,
+        wmb: Callable[[], None] = _no_barrier,
+    ) -> None:
+        if descs.dtype != LEGACY_TX:
+            raise ValueError("TX rings use legacy descriptors")
+        size = len(descs)
+        if buffers.ndim != 2 or len(buffers) < size:
+            raise ValueError("the TX buffers need one slot per descriptor")
+        self.descs = descs
+        self.raw = as_raw(descs)
+        self.qwords = as_qwords(descs)
+        self.desc_iova = desc_iova
+        self.size = size
+        self.buffers = buffers
+        self.buffer_size = buffers.shape[1]
+        self._write_tail = write_tail
+        self._wmb = wmb
+        self.slot_iova = buffers_iova + np.arange(size, dtype=np.uint64) * np.uint64(
+            self.buffer_size
+        )
+        self.next_to_clean = 0
+        self.tail = 0
+        self.in_flight = 0
+        self.counters = dict.fromkeys(
+            ("frames", "bytes", "reclaimed", "ring_full", "tail_writes", "too_long"), 0
+        )
+        self.qwords[:, 0] = self.slot_iova  # each descriptor owns one buffer for good
+
+    @property
+    def free(self) -> int:
+        return self.size - 1 - self.in_flight
+
+    def post(
+        self, frames: np.ndarray | Sequence[np.ndarray], lengths: np.ndarray | None = None
+    ) -> int:
+        """Copy frames into TX buffers, write descriptors, one tail write; returns count."""
+        if isinstance(frames, np.ndarray) and frames.ndim == 2:
+            if lengths is None:
+                lengths = np.full(len(frames), frames.shape[1], dtype=np.int64)
+            rows = frames
+        else:
+            seq = list(frames)
+            lengths = np.array([len(f) for f in seq], dtype=np.int64)
+            width = int(lengths.max()) if len(seq) else 0
+            rows = np.zeros((len(seq), width), dtype=np.uint8)
+            for i, f in enumerate(seq):  # list input only: arrays take the fast path
+                rows[i, : len(f)] = f
+        lengths = np.asarray(lengths)
+        n = min(len(lengths), self.free)
+        if n < len(lengths):
+            self.counters["ring_full"] += 1
+        if n == 0:
+            return 0
+        if int(lengths[:n].max()) > self.buffer_size:
+            self.counters["too_long"] += 1
+            raise ValueError(f"frames longer than the {self.buffer_size}-byte TX buffers")
+        width = min(rows.shape[1], int(lengths[:n].max()))
+        done = 0
+        for part in _window(self.tail, n, self.size):
+            k = part.stop - part.start
+            self.buffers[part, :width] = rows[done : done + k, :width]
+            q1 = lengths[done : done + k].astype(np.uint64) | np.uint64(
+                int(TX_CMD_SINGLE) << TX_CMD_SHIFT
+            )
+            self.qwords[part, 1] = q1  # cso, css, special 0; status (DD) cleared
+            done += k
+        self.tail = (self.tail + n) % self.size
+        self.in_flight += n
+        self.counters["frames"] += n
+        self.counters["bytes"] += int(lengths[:n].sum(dtype=np.int64))
+        self._wmb()
+        self._write_tail(self.tail)
+        self.counters["tail_writes"] += 1
+        return n
+
+    def reclaim(self) -> int:
+        """Free descriptors the NIC finished (DD written back); returns how many."""
+        if self.in_flight == 0:
+            return 0
+        start = self.next_to_clean
+        parts = _window(start, self.in_flight, self.size)
+        dd = np.concatenate(
+            [(self.raw[p, LEGACY_TX_STATUS_OFFSET] & TxStatus.DD) != 0 for p in parts]
+        )
+        done = self.in_flight if dd.all() else int(np.argmin(dd))
+        if done:
+            self.next_to_clean = (start + done) % self.size
+            self.in_flight -= done
+            self.counters["reclaimed"] += done
+        return done
+
+    def stats(self) -> dict[str, Any]:
+        return {**self.counters, "in_flight": self.in_flight}
