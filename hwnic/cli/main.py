@@ -17,7 +17,7 @@ from hwnic import __version__
 from hwnic.errors import HwnicError
 
 # Subcommand modules, in the order --help lists them.
-COMMAND_MODULES = ("devices", "lab")
+COMMAND_MODULES = ("devices", "lab", "bench", "capture")
 
 
 class _Parser(argparse.ArgumentParser):

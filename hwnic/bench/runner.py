@@ -1,0 +1,466 @@
+"""The measurement loop: open the ports, send from a worker thread, count in the DPC.
+
+* The receiving port counts in its ``on_receive`` callback (DPC context: a
+  few additions per batch, then ``release``), one counter set per queue so
+  every counter has one writer.
+* The sending port is fed by :class:`TxWorker` from a prebuilt
+  :class:`~hwnic.bench.pool.FramePool`, one ``send`` (one tail write) per
+  batch, paced per batch.
+* The main thread samples the counters every ``SAMPLE_INTERVAL`` seconds for
+  the live view and the rate-over-time plot, and is where Ctrl-C lands: the
+  worker is stopped, what was measured so far is kept, the NICs are closed.
+* When sending ends, a loopback run waits for the stragglers (until every
+  frame arrived, or nothing arrived for ``SETTLE_IDLE`` s). Loss is frames
+  sent minus frames received: QEMU counts no drops (LAB.md).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from hwnic import traffic
+from hwnic.bench.options import BenchSettings
+from hwnic.bench.pacing import Pacer
+from hwnic.bench.pool import FramePool
+
+SAMPLE_INTERVAL = 0.5  # s between samples (the live view refreshes at the same pace)
+SEND_TIMEOUT = 1.0  # s one send() may wait for room in the TX ring
+SETTLE_IDLE = 2.0  # s without a received frame after sending ends: the rest is lost
+SETTLE_MAX = 15.0  # s to wait for stragglers at most
+DRAIN_TIMEOUT = 3.0  # s a tx-only run waits for the NIC to finish what was posted
+BROADCAST = "ff:ff:ff:ff:ff:ff"
+IRQ_COUNTERS = ("interrupts", "dpc_runs", "more_pending", "time_cutoffs", "indicated")
+INTERRUPT_TYPES = {"msix": "MSIX", "msi": "MSI", "line": "LINE_BASED"}
+
+Opener = Callable[..., Any]
+
+
+class ViewLike(Protocol):
+    def update(self, progress: Progress) -> None: ...
+
+
+@dataclass
+class Port:
+    """One opened NIC and what the report says about it."""
+
+    role: str  # "tx" or "rx"
+    bdf: str
+    nic: Any
+    model: str
+
+    def info(self) -> dict[str, Any]:
+        nic = self.nic
+        link = nic.link
+        return {
+            "role": self.role,
+            "bdf": self.bdf,
+            "model": self.model,
+            "family": nic.family,
+            "mac": nic.mac,
+            "interrupt_type": str(nic.interrupt.granted_type) if nic.interrupt else None,
+            "link_up": bool(link.up),
+            "speed_mbps": int(link.speed_mbps),
+        }
+
+
+class RxCounter:
+    """The ``on_receive`` callback: counts frames and bytes per queue, then releases."""
+
+    def __init__(
+        self,
+        queues: int,
+        *,
+        verify: bool = False,
+        flows: bool = False,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.frames = [0] * queues
+        self.bytes = [0] * queues
+        self.batches = [0] * queues
+        self.bad = [0] * queues
+        self.verify = verify
+        self.flows = flows
+        self.clock = clock
+        self.last_at = 0.0  # monotonic time of the latest batch (0: none yet)
+
+    def __call__(self, queue: int, batch: Any) -> None:
+        try:
+            n = batch.count
+            self.frames[queue] += n
+            self.bytes[queue] += int(batch.lengths.sum())
+            self.batches[queue] += 1
+            if self.verify and n:
+                self.bad[queue] += traffic.check(batch.frames, batch.lengths, flows=self.flows).bad
+            self.last_at = self.clock()
+        finally:
+            batch.release()
+
+    def totals(self) -> tuple[int, int, int]:
+        return sum(self.frames), sum(self.bytes), sum(self.bad)
+
+
+class TxWorker(threading.Thread):
+    """Sends the pool's frames in batches until the count or time is reached, or stop."""
+
+    def __init__(
+        self,
+        nic: Any,
+        pool: FramePool,
+        settings: BenchSettings,
+        stop: threading.Event,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__(name="hwnic-bench-tx", daemon=True)
+        self.nic = nic
+        self.pool = pool
+        self.settings = settings
+        self.stop = stop
+        self.clock = clock
+        self.frames = 0
+        self.bytes = 0
+        self.calls = 0
+        self.stalls = 0  # send() calls that timed out with the ring still full
+        self.started_at = clock()
+        self.done_at: float | None = None
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        s = self.settings
+        pacer = Pacer(s.rate, clock=self.clock, sleep=self.stop.wait)
+        self.started_at = pacer.start
+        deadline = None if s.time_limit is None else self.started_at + s.time_limit
+        queue = 0
+        try:
+            while not self.stop.is_set():
+                want = s.batch if s.count is None else min(s.batch, s.count - self.frames)
+                if want <= 0 or (deadline is not None and self.clock() >= deadline):
+                    break
+                pacer.wait(self.frames)
+                rows, lengths = self.pool.take(self.frames, want)
+                k = self.nic.send(rows, lengths, queue=queue, timeout=SEND_TIMEOUT)
+                self.calls += 1
+                if k < len(rows):
+                    self.stalls += 1
+                self.bytes += int(lengths[:k].sum())
+                self.frames += k
+                queue = (queue + 1) % s.queues
+        except BaseException as exc:  # re-raised by the main thread
+            self.error = exc
+        finally:
+            self.done_at = self.clock()
+
+
+@dataclass
+class Sample:
+    """Counters at one moment, ``t`` seconds after sending started."""
+
+    t: float
+    tx_frames: int = 0
+    tx_bytes: int = 0
+    rx_frames: int = 0
+    rx_bytes: int = 0
+    rx_bad: int = 0
+    irq: dict[str, dict[str, int]] = field(default_factory=dict)  # role -> counter -> total
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "t": round(self.t, 6),
+            "tx_frames": self.tx_frames,
+            "tx_bytes": self.tx_bytes,
+            "rx_frames": self.rx_frames,
+            "rx_bytes": self.rx_bytes,
+            "rx_bad": self.rx_bad,
+            "irq": self.irq,
+        }
+
+
+@dataclass
+class Progress:
+    """What the live view shows: totals and the rates over the last interval."""
+
+    elapsed: float
+    phase: str  # sending, settling, receiving, done
+    tx_frames: int
+    rx_frames: int
+    tx_pps: float
+    rx_pps: float
+    tx_mbps: float
+    rx_mbps: float
+    loss: int | None
+    irq: dict[str, dict[str, float]]  # role -> {interrupts_per_s, dpc_runs, more_pending, ...}
+
+
+def rate(count: int, seconds: float) -> float:
+    return count / seconds if seconds > 0 else 0.0
+
+
+def mbps(nbytes: int, seconds: float) -> float:
+    """Mbit/s of frame bytes (no FCS, preamble or gap)."""
+    return nbytes * 8 / seconds / 1e6 if seconds > 0 else 0.0
+
+
+def progress(prev: Sample, cur: Sample, phase: str, loopback: bool) -> Progress:
+    dt = cur.t - prev.t
+    irq: dict[str, dict[str, float]] = {}
+    for role, counters in cur.irq.items():
+        before = prev.irq.get(role, {})
+        irq[role] = {
+            "interrupts_per_s": rate(counters["interrupts"] - before.get("interrupts", 0), dt),
+            **{name: float(counters[name]) for name in IRQ_COUNTERS},
+        }
+    return Progress(
+        elapsed=cur.t,
+        phase=phase,
+        tx_frames=cur.tx_frames,
+        rx_frames=cur.rx_frames,
+        tx_pps=rate(cur.tx_frames - prev.tx_frames, dt),
+        rx_pps=rate(cur.rx_frames - prev.rx_frames, dt),
+        tx_mbps=mbps(cur.tx_bytes - prev.tx_bytes, dt),
+        rx_mbps=mbps(cur.rx_bytes - prev.rx_bytes, dt),
+        loss=cur.tx_frames - cur.rx_frames if loopback else None,
+        irq=irq,
+    )
+
+
+@dataclass
+class BenchResult:
+    """A finished (or interrupted) run: settings, ports, samples and final statistics."""
+
+    settings: BenchSettings
+    ports: list[dict[str, Any]]
+    samples: list[Sample]
+    tx_frames: int
+    tx_bytes: int
+    tx_seconds: float  # from the first send to the last
+    tx_calls: int
+    tx_stalls: int
+    rx_frames: int
+    rx_bytes: int
+    rx_bad: int
+    rx_seconds: float  # from the first send (rx mode: first sample) to the last batch
+    stats: dict[str, dict[str, Any]]  # role -> Nic.stats()
+    interrupted: bool = False
+
+    @property
+    def loopback(self) -> bool:
+        return self.settings.mode == "loopback"
+
+    @property
+    def loss(self) -> int | None:
+        return self.tx_frames - self.rx_frames if self.loopback else None
+
+
+def _irq_totals(nic: Any) -> dict[str, int]:
+    if nic.interrupt is None:
+        return dict.fromkeys(IRQ_COUNTERS, 0)
+    stats = nic.interrupt.stats
+    return {name: int(stats.total(name)) for name in IRQ_COUNTERS}
+
+
+def tx_in_flight(nic: Any) -> int:
+    """Frames posted on the NIC's TX rings and not yet reclaimed."""
+    return sum(int(q.get("in_flight", 0)) for q in nic.stats().get("tx", []))
+
+
+def _describe_model(bdf: str, nic: Any) -> str:
+    try:
+        from hwnic import pci
+
+        return pci.describe(bdf).model
+    except Exception:  # a fake NIC, or sysfs gone: the family says enough
+        return str(nic.family)
+
+
+def open_kwargs(settings: BenchSettings) -> dict[str, Any]:
+    """Keyword arguments for ``hwnic.open`` from the settings."""
+    kwargs: dict[str, Any] = {
+        "queues": settings.queues,
+        "budget": settings.budget,
+        "ring_size": settings.ring_size,
+        "itr_us": settings.itr_us,
+    }
+    if settings.interrupt is not None:
+        from hwnic.ndis import InterruptType
+
+        kwargs["interrupt"] = InterruptType[INTERRUPT_TYPES[settings.interrupt]]
+    return kwargs
+
+
+class Bench:
+    """One run. ``run()`` returns a :class:`BenchResult`, also after Ctrl-C."""
+
+    def __init__(
+        self,
+        settings: BenchSettings,
+        *,
+        tx: str | None = None,
+        rx: str | None = None,
+        opener: Opener | None = None,
+        view: ViewLike | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        describe: Callable[[str, Any], str] = _describe_model,
+    ) -> None:
+        self.settings = settings
+        self.tx_bdf = tx
+        self.rx_bdf = rx
+        if opener is None:
+            import hwnic
+
+            opener = hwnic.open
+        self.opener = opener
+        self.view = view
+        self.clock = clock
+        self.describe = describe
+        self.stop = threading.Event()
+        self.ports: dict[str, Port] = {}
+        self.counter = RxCounter(
+            settings.queues, verify=settings.verify, flows=settings.queues > 1, clock=clock
+        )
+        self.worker: TxWorker | None = None
+        self.samples: list[Sample] = []
+        self.t0 = clock()
+        self.phase = "opening"
+        self.interval = SAMPLE_INTERVAL
+
+    # -- sampling ------------------------------------------------------------------
+
+    def sample(self) -> Sample:
+        w = self.worker
+        rx_frames, rx_bytes, rx_bad = self.counter.totals()
+        s = Sample(
+            t=self.clock() - self.t0,
+            tx_frames=w.frames if w else 0,
+            tx_bytes=w.bytes if w else 0,
+            rx_frames=rx_frames,
+            rx_bytes=rx_bytes,
+            rx_bad=rx_bad,
+            irq={role: _irq_totals(p.nic) for role, p in self.ports.items()},
+        )
+        self.samples.append(s)
+        return s
+
+    def _tick(self) -> None:
+        """Sleep one interval, sample, show."""
+        time.sleep(self.interval)
+        prev = self.samples[-1]
+        cur = self.sample()
+        if self.view is not None:
+            self.view.update(progress(prev, cur, self.phase, self.settings.mode == "loopback"))
+
+    # -- the run ------------------------------------------------------------------------
+
+    def run(self) -> BenchResult:
+        s = self.settings
+        interrupted = False
+        with contextlib.ExitStack() as stack:
+            self._open(stack)
+            try:
+                self._measure()
+            except KeyboardInterrupt:
+                interrupted = True
+            finally:
+                self.stop.set()
+                if self.worker is not None:
+                    self.worker.join()
+                self.phase = "done"
+                self.sample()
+            if self.worker is not None and self.worker.error is not None:
+                raise self.worker.error
+            stats = {role: p.nic.stats() for role, p in self.ports.items()}
+            ports = [p.info() for p in self.ports.values()]
+        w = self.worker
+        start = w.started_at if w else self.t0
+        tx_seconds = (w.done_at or self.clock()) - w.started_at if w else 0.0
+        last = self.counter.last_at
+        rx_seconds = max(last - start, 0.0) if last else 0.0
+        rx_frames, rx_bytes, rx_bad = self.counter.totals()
+        return BenchResult(
+            settings=s,
+            ports=ports,
+            samples=self.samples,
+            tx_frames=w.frames if w else 0,
+            tx_bytes=w.bytes if w else 0,
+            tx_seconds=tx_seconds,
+            tx_calls=w.calls if w else 0,
+            tx_stalls=w.stalls if w else 0,
+            rx_frames=rx_frames,
+            rx_bytes=rx_bytes,
+            rx_bad=rx_bad,
+            rx_seconds=rx_seconds,
+            stats=stats,
+            interrupted=interrupted,
+        )
+
+    def _open(self, stack: contextlib.ExitStack) -> None:
+        s = self.settings
+        kwargs = open_kwargs(s)
+        # The receiver first, so it is listening when the sender starts.
+        if s.mode in ("rx", "loopback"):
+            assert self.rx_bdf is not None
+            nic = stack.enter_context(self.opener(self.rx_bdf, on_receive=self.counter, **kwargs))
+            self.ports["rx"] = Port("rx", self.rx_bdf, nic, self.describe(self.rx_bdf, nic))
+        if s.mode in ("tx", "loopback"):
+            assert self.tx_bdf is not None
+            nic = stack.enter_context(self.opener(self.tx_bdf, **kwargs))
+            self.ports["tx"] = Port("tx", self.tx_bdf, nic, self.describe(self.tx_bdf, nic))
+
+    def _measure(self) -> None:
+        s = self.settings
+        if "tx" not in self.ports:
+            self.t0 = self.clock()
+            self.sample()
+            self._receive_only()
+            return
+        tx = self.ports["tx"].nic
+        dst = self.ports["rx"].nic.mac if "rx" in self.ports else BROADCAST
+        pool = FramePool(s.sizes, tx.mac, dst, flows=s.queues if s.queues > 1 else 0)
+        self.worker = TxWorker(tx, pool, s, self.stop, clock=self.clock)
+        self.t0 = self.clock()
+        self.sample()
+        self.phase = "sending"
+        self.worker.start()
+        while self.worker.is_alive():
+            self._tick()
+        if self.worker.error is not None:
+            return
+        if "rx" in self.ports:
+            self._settle()
+        else:
+            self._drain(tx)
+
+    def _settle(self) -> None:
+        """After sending: wait for frames still on their way."""
+        self.phase = "settling"
+        ended = self.clock()
+        while self.counter.totals()[0] < self.worker_frames():
+            now = self.clock()
+            last = max(self.counter.last_at, ended)
+            if now - last >= SETTLE_IDLE or now - ended >= SETTLE_MAX:
+                break
+            self._tick()
+
+    def _drain(self, nic: Any) -> None:
+        """A tx-only run: let the NIC send what is posted before it is closed."""
+        self.phase = "draining"
+        ended = self.clock()
+        while tx_in_flight(nic) and self.clock() - ended < DRAIN_TIMEOUT:
+            self._tick()
+
+    def worker_frames(self) -> int:
+        return self.worker.frames if self.worker else 0
+
+    def _receive_only(self) -> None:
+        s = self.settings
+        self.phase = "receiving"
+        limit = s.time_limit
+        while not self.stop.is_set():
+            if s.count is not None and self.counter.totals()[0] >= s.count:
+                break
+            if limit is not None and self.clock() - self.t0 >= limit:
+                break
+            self._tick()
