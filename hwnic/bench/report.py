@@ -10,8 +10,10 @@ import itertools
 import json
 import os
 import platform
+import shutil
 import socket
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -261,8 +263,26 @@ def _us_label(lo_ns: int) -> str:
     return f"{lo:.3g}-{hi:.3g}" if lo < US_LABEL_DECIMALS_BELOW else f"{lo:,.0f}-{hi:,.0f}"
 
 
+def prepare_matplotlib() -> None:
+    """Point matplotlib at a writable config dir seeded with the user's font cache.
+
+    In the QEMU lab the home directory is read-only: matplotlib would rebuild
+    its font cache on every run, which takes long under TCG.
+    """
+    if "MPLCONFIGDIR" in os.environ:
+        return
+    config = Path.home() / ".config" / "matplotlib"
+    if os.access(config if config.exists() else config.parent, os.W_OK):
+        return
+    tmp = Path(tempfile.mkdtemp(prefix="hwnic-matplotlib-"))
+    for cache in (Path.home() / ".cache" / "matplotlib").glob("fontlist-*.json"):
+        shutil.copy(cache, tmp)
+    os.environ["MPLCONFIGDIR"] = str(tmp)
+
+
 def plot(data: dict[str, Any], path: str | Path) -> Path:
     """Rate over time, frames per DPC, ISR-to-DPC latency; the title says what and how much."""
+    prepare_matplotlib()
     import matplotlib
 
     matplotlib.use("Agg")

@@ -11,7 +11,13 @@ from rich.console import Console
 from rich.table import Table
 
 from hwnic.bench.options import BenchSettings, Sweep
-from hwnic.bench.report import machine, port_label, settings_line, wide_console
+from hwnic.bench.report import (
+    machine,
+    port_label,
+    prepare_matplotlib,
+    settings_line,
+    wide_console,
+)
 
 RunOne = Callable[[BenchSettings], dict[str, Any]]  # settings -> report.to_dict(result)
 PLOT_SIZE = (10.0, 6.0)
@@ -106,6 +112,7 @@ def _numeric(values: list[str]) -> list[float] | None:
 
 def plot(data: dict[str, Any], path: str | Path) -> Path:
     """Frame rates (and loss) against the swept value."""
+    prepare_matplotlib()
     import matplotlib
 
     matplotlib.use("Agg")

@@ -126,9 +126,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
         data = _run_one(settings, tx, rx, args)
         interrupted = bool(data["summary"]["interrupted"])
         if args.json:
-            print(f"JSON:  {report.write_json(args.json, data)}")
+            print(f"JSON:  {report.write_json(args.json, data)}", flush=True)
         if args.plot:
-            print(f"plot:  {report.plot(data, args.plot)}")
+            print(f"plot:  {report.plot(data, args.plot)}", flush=True)
         return INTERRUPTED_EXIT if interrupted else 0
 
     from hwnic.bench import sweep as sweeps
@@ -136,9 +136,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     results = sweeps.run_sweep(settings, sweep, lambda s: _run_one(s, tx, rx, args))
     sweeps.print_table(results)
     if args.json:
-        print(f"JSON:  {report.write_json(args.json, results)}")
+        print(f"JSON:  {report.write_json(args.json, results)}", flush=True)
     if args.plot:
-        print(f"plot:  {sweeps.plot(results, args.plot)}")
+        print(f"plot:  {sweeps.plot(results, args.plot)}", flush=True)
     interrupted = any(r["summary"]["interrupted"] for r in results["runs"])
     return INTERRUPTED_EXIT if interrupted else 0
 
