@@ -21,13 +21,21 @@ import numpy as np
 
 from hwnic.nic.descriptors import (
     LEGACY_TX,
+    RX_FRAME_ERRORS,
     TX_CMD_SHIFT,
     TX_CMD_SINGLE,
     RxFormat,
+    RxStatus,
     TxStatus,
     as_qwords,
     as_raw,
 )
+
+# Plain ints for the hot path: IntFlag arithmetic costs microseconds per use.
+_DD = np.uint8(int(RxStatus.DD))
+_EOP = np.uint8(int(RxStatus.EOP))
+_FRAME_ERRORS = np.uint8(int(RX_FRAME_ERRORS))
+_TX_DD = np.uint8(int(TxStatus.DD))
 
 TailWriter = Callable[[int], None]
 LEGACY_TX_STATUS_OFFSET = 12  # byte holding DD in a legacy TX descriptor
@@ -152,6 +160,18 @@ class RxRing:
         self.slot_iova = pool_iova + np.arange(len(pool), dtype=np.uint64) * np.uint64(
             self.buffer_size
         )
+        # Strided views of the write-back fields, and ring positions for any
+        # window start..start+n-1 as one slice of _pos (no wrap-around cases).
+        self._status = self.raw[:, fmt.status_offset]
+        self._errors = self.raw[:, fmt.error_offset]
+        lo = fmt.length_offset
+        self._length = self.raw[:, lo : lo + 2].view("<u2")[:, 0]
+        self._rss = (
+            None
+            if fmt.rss_offset is None
+            else self.raw[:, fmt.rss_offset : fmt.rss_offset + 4].view("<u4")[:, 0]
+        )
+        self._pos = np.concatenate([np.arange(size), np.arange(size)])
         # The pool slot behind each descriptor, and the slots nobody uses.
         self.desc_slot = np.full(size, -1, dtype=np.int64)
         self._free = np.arange(len(pool), dtype=np.int64)
@@ -211,27 +231,29 @@ class RxRing:
         start = self.tail
         if self.zero_copy:
             slots = self._take(want)
+            n = len(slots)
         else:
-            # Copy mode: a descriptor keeps its own buffer for good.
-            slots = np.concatenate(
-                [np.arange(p.start, p.stop) for p in _window(start, want, self.size)]
-            )
-        n = len(slots)
+            n = want  # copy mode: descriptor i owns pool slot i for good
         if n < want:
             self.counters["starved"] += 1
         if n == 0:
             return 0
-        done = 0
-        for part in _window(start, n, self.size):
-            k = part.stop - part.start
-            chunk = slots[done : done + k]
-            self.desc_slot[part] = chunk
-            q = self.qwords[part]
-            q[:, 0] = self.slot_iova[chunk]
-            q[:, 1] = 0  # clears DD (and the rest of the write-back half)
-            done += k
+        end = start + n
+        if end <= self.size:
+            where: slice | np.ndarray = slice(start, end)
+        else:
+            where = self._pos[start:end]
+        if self.zero_copy:
+            self.desc_slot[where] = slots
+            iovas = self.slot_iova[slots]
+        else:
+            self.desc_slot[where] = self._pos[start:end]
+            iovas = self.slot_iova[where]
+        # Write-back formats overwrite the address quadword, so re-write it.
+        self.qwords[where, 0] = iovas
+        self.qwords[where, 1] = 0  # clears DD (and the rest of the write-back half)
         self.armed += n
-        self.tail = (start + n) % self.size
+        self.tail = end % self.size
         self._wmb()  # descriptors reach memory before the NIC sees the new tail
         self._write_tail(self.tail)
         self.counters["tail_writes"] += 1
@@ -245,86 +267,102 @@ class RxRing:
         if limit <= 0:
             return RxBatch(self, _EMPTY_SLOTS, _EMPTY_LENGTHS, None, None, self._dd_at_head())
         start = self.next_to_clean
-        parts = _window(start, limit, self.size)
-        fields = [self.fmt.parse(self.descs[p]) for p in parts]
-        dd = np.concatenate([f.dd for f in fields]) if len(fields) > 1 else fields[0].dd
-        done = limit if dd.all() else int(np.argmin(dd))
+        wraps = start + limit > self.size
+        pos = self._pos[start : start + limit]
+        # Status first: the NIC writes DD after everything else.
+        status = self._status.take(pos) if wraps else self._status[start : start + limit].copy()
+        dd = (status & _DD) != 0
+        done = limit if dd.all() else int(dd.argmin())
         if done == 0:
             return RxBatch(self, _EMPTY_SLOTS, _EMPTY_LENGTHS, None, None, False)
-
-        def column(name: str) -> np.ndarray:
-            arrays = [getattr(f, name) for f in fields]
-            return (np.concatenate(arrays) if len(arrays) > 1 else arrays[0])[:done]
-
-        eop = column("eop")
-        lengths = column("length")
-        error = column("error")
-        rss = column("rss") if fields[0].rss is not None else None
-        # Frames end at EOP; descriptors after the last EOP belong to a frame
-        # still arriving, unless it can never complete (longer than the ring).
-        if eop.all():
-            used = done
-            single = eop
+        pos = pos[:done]
+        status = status[:done]
+        wraps = start + done > self.size
+        lengths = self._length.take(pos) if wraps else self._length[start : start + done].copy()
+        errors = self._errors.take(pos) if wraps else self._errors[start : start + done]
+        eop = (status & _EOP) != 0
+        used = done
+        single: np.ndarray | None = None  # None: every descriptor is a whole frame
+        if not eop.all():
+            used, single = self._frames(eop, done)
+            if used == 0:
+                return RxBatch(self, _EMPTY_SLOTS, _EMPTY_LENGTHS, None, None, False)
+            pos, lengths, errors = pos[:used], lengths[:used], errors[:used]
+        bad = (lengths == 0) | (lengths > self.buffer_size) | ((errors & _FRAME_ERRORS) != 0)
+        if single is not None:
+            bad |= ~single
+        slots = self.desc_slot[pos] if self.zero_copy else pos
+        rss = None
+        if self._rss is not None:
+            rss = self._rss.take(pos)
+        if bad.any():
+            self._count_drops(lengths, errors, single)
+            good = ~bad
+            slots_out, lengths, rss = slots[good], lengths[good], None if rss is None else rss[good]
         else:
-            ends = np.flatnonzero(eop)
-            used = int(ends[-1]) + 1 if len(ends) else 0
-            if used == 0 and done >= self.size - 1:
-                used = done  # no EOP in a whole ring: garbage, drop it all
-            starts = np.empty(done, dtype=bool)
-            starts[0] = True
-            starts[1:] = eop[:-1]
-            single = (starts & eop)[:used]
-            self.counters["drops_multi_descriptor"] += int(eop[:used].sum() - single.sum())
-            if used == done and not eop[done - 1]:
-                self.counters["drops_multi_descriptor"] += 1
-            eop, lengths, error = eop[:used], lengths[:used], error[:used]
-            if rss is not None:
-                rss = rss[:used]
-        if used == 0:
-            return RxBatch(self, _EMPTY_SLOTS, _EMPTY_LENGTHS, None, None, False)
-        bad_length = (lengths == 0) | (lengths > self.buffer_size)
-        bad_error = error & ~bad_length
-        good = single & ~bad_length & ~error
-        self.counters["drops_length"] += int((bad_length & single).sum())
-        self.counters["drops_error"] += int((bad_error & single).sum())
-        positions = np.concatenate(
-            [np.arange(p.start, p.stop) for p in _window(start, used, self.size)]
-        )
-        slots = self.desc_slot[positions]
-        all_good = bool(good.all())
-        good_slots = slots if all_good else slots[good]
-        good_lengths = lengths if all_good else lengths[good]
+            good = None
+            slots_out = slots
         copy = None
         if not self.zero_copy:
-            width = int(good_lengths.max()) if len(good_lengths) else 0
-            copy = self.pool[good_slots, :width]  # fancy indexing copies
-        # Consumed: advance, free what is not handed up, re-arm.
+            width = int(lengths.max()) if len(lengths) else 0
+            if good is None and not wraps:
+                copy = self.pool[start : start + used, :width].copy()
+            else:
+                copy = self.pool[slots_out, :width]  # fancy indexing copies
         self.next_to_clean = (start + used) % self.size
         self.armed -= used
         self.counters["descriptors"] += used
-        self.counters["frames"] += len(good_lengths)
-        self.counters["bytes"] += int(good_lengths.sum(dtype=np.int64))
+        self.counters["frames"] += len(lengths)
+        self.counters["bytes"] += int(lengths.sum(dtype=np.int64))
         if self.zero_copy:
-            self.desc_slot[positions] = -1
-            if not all_good:
+            self.desc_slot[pos] = -1
+            if good is not None:
                 self.give_back(slots[~good])
         self.replenish()
-        batch = RxBatch(
+        return RxBatch(
             self,
-            good_slots if self.zero_copy else _EMPTY_SLOTS,
-            good_lengths.copy(),
+            slots_out if self.zero_copy else _EMPTY_SLOTS,
+            lengths,
             copy,
-            None if rss is None else (rss if all_good else rss[good]),
+            rss,
             self._dd_at_head(),
         )
-        return batch
+
+    def _frames(self, eop: np.ndarray, done: int) -> tuple[int, np.ndarray]:
+        """Descriptors to consume and which of them are whole one-descriptor frames.
+
+        Descriptors after the last EOP belong to a frame still arriving and are
+        left for the next drain, unless the run spans the whole ring (it can
+        never complete: garbage), in which case it is consumed and dropped.
+        """
+        ends = np.flatnonzero(eop)
+        used = int(ends[-1]) + 1 if len(ends) else 0
+        if used == 0 and done >= self.size - 1:
+            used = done
+        starts = np.empty(done, dtype=bool)
+        starts[0] = True
+        starts[1:] = eop[:-1]
+        single = (starts & eop)[:used]
+        multi = int(eop[:used].sum() - single.sum())
+        if used == done and not eop[done - 1]:
+            multi += 1  # the unfinished run dropped as garbage
+        self.counters["drops_multi_descriptor"] += multi
+        return used, single
+
+    def _count_drops(
+        self, lengths: np.ndarray, errors: np.ndarray, single: np.ndarray | None
+    ) -> None:
+        whole = np.ones(len(lengths), bool) if single is None else single
+        bad_length = ((lengths == 0) | (lengths > self.buffer_size)) & whole
+        bad_error = ((errors & _FRAME_ERRORS) != 0) & whole & ~bad_length
+        self.counters["drops_length"] += int(bad_length.sum())
+        self.counters["drops_error"] += int(bad_error.sum())
 
     def _dd_at_head(self) -> bool:
         """Whether the NIC already completed the next descriptor (more pending)."""
         if self.armed == 0:
             return False
-        status = self.raw[self.next_to_clean, self.fmt.status_offset]
-        return bool(status & 1)
+        return bool(self._status[self.next_to_clean] & _DD)
 
     def stats(self) -> dict[str, Any]:
         return {**self.counters, "armed": self.armed, "free_buffers": self.free_buffers}
@@ -421,9 +459,7 @@ class TxRing:
             return 0
         start = self.next_to_clean
         parts = _window(start, self.in_flight, self.size)
-        dd = np.concatenate(
-            [(self.raw[p, LEGACY_TX_STATUS_OFFSET] & TxStatus.DD) != 0 for p in parts]
-        )
+        dd = np.concatenate([(self.raw[p, LEGACY_TX_STATUS_OFFSET] & _TX_DD) != 0 for p in parts])
         done = self.in_flight if dd.all() else int(np.argmin(dd))
         if done:
             self.next_to_clean = (start + done) % self.size
