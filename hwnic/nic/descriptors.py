@@ -198,10 +198,10 @@ class RxFormat:
 
 def as_raw(descs: np.ndarray) -> np.ndarray:
     """Reinterpret a C-contiguous array of 16-byte descriptors as (N, 16) uint8."""
+    if descs.ndim == 2 and descs.dtype == np.uint8 and descs.shape[1] == DESCRIPTOR_SIZE:
+        return descs
     if descs.dtype.itemsize != DESCRIPTOR_SIZE:
         raise ValueError(f"descriptors must be {DESCRIPTOR_SIZE} bytes, not {descs.dtype.itemsize}")
-    if descs.ndim == 2 and descs.dtype == np.uint8:
-        return descs
     return descs.reshape(-1).view(np.uint8).reshape(-1, DESCRIPTOR_SIZE)
 
 
