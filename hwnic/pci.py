@@ -316,6 +316,7 @@ def bind_vfio(
 def unbind_vfio(bdf: str, sysfs: Path = SYSFS) -> PciNic:
     """Give ``bdf`` back to its kernel driver (clears driver_override, reprobes)."""
     nic = describe(bdf, sysfs)
+    require_supported(nic)  # never unbind a device hwnic does not drive (a disk, a GPU)
     path = device_path(bdf, sysfs)
     _write(path / "driver_override", "\n")
     if nic.driver:

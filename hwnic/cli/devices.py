@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 from hwnic import pci
+from hwnic.errors import UsageError
 
 
 def _print_json(data: Any) -> None:
@@ -35,6 +36,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_bind(args: argparse.Namespace) -> int:
+    if not args.timeout > 0:
+        raise UsageError(f"--timeout {args.timeout}", "give a number of seconds above 0")
     for bdf in args.bdf:
         nic = pci.bind_vfio(bdf, timeout=args.timeout)
         print(f"{nic.bdf}: bound to {nic.driver}, /dev/vfio/{nic.iommu_group}")
@@ -48,9 +51,17 @@ def cmd_unbind(args: argparse.Namespace) -> int:
     return 0
 
 
+NOIOMMU_WARNING = (
+    "hwnic: warning: --allow-noiommu: if the device is in VFIO's no-IOMMU mode nothing "
+    "confines its DMA (it can read and write all memory); registers only, no DMA"
+)
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     from hwnic.nic.info import read_info
 
+    if args.allow_noiommu:
+        print(NOIOMMU_WARNING, file=sys.stderr)
     info = read_info(args.bdf, allow_noiommu=args.allow_noiommu)
     if args.json:
         _print_json(info.to_dict())

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -47,7 +48,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _sigterm_as_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # so `with` blocks unwind and the NIC is left quiet
+
+
+def sigterm_as_ctrl_c() -> None:
+    """Make SIGTERM do what Ctrl-C does (main thread only, as Python's signals are)."""
+    signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    sigterm_as_ctrl_c()
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

@@ -5,7 +5,9 @@ register-level steps (reset, ring programming, cause-to-message mapping, the
 message ISR, masking and unmasking); this class does the rest the same way
 for all of them:
 
-* open: bus master on, quiesce, reset, DMA rings and buffers, program the NIC,
+* open: assume nothing about the NIC (a killed process may have left it
+  running): mask, stop RX/TX, reset, mask again, and only then bus master
+  on, DMA rings and buffers, program the NIC,
   then the NDIS order: set miniport attributes, register the interrupt (the
   ISR may run before registration returns, so everything it touches exists),
   map causes to the granted messages and unmask.
@@ -18,11 +20,17 @@ for all of them:
   consumer still holds is never written (seed 001).
 * close (also on exceptions and Ctrl-C): mask every interrupt, stop RX and TX,
   deregister the interrupt, bus master off, and only then free DMA memory.
+* reset (``Nic.reset``): deregister, quiesce, drain what already arrived,
+  reset the NIC, re-arm the rings in place, register the interrupt again.
+* an ``on_receive`` callback that raises gives its batch back (counted in
+  ``callback_error_frames``); the DPC goes on with the other queues and then
+  re-raises, so the framework records the error in ``interrupt.errors``.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -153,6 +161,10 @@ class Nic:
         self.link_changes = 0
         self._link_cond = threading.Condition()
         self._on_link: list[Callable[[LinkState], None]] = []
+        self.resets = 0
+        self.callback_errors = 0
+        self.callback_error_frames = 0  # frames given back because on_receive raised
+        self._dpc_error: dict[int, BaseException] = {}  # per message, raised when it settles
         self._hw_stats: dict[str, int] = {}
         self._hw_raw: dict[str, int] = {}
         self.on_qemu = device.config_read(PCI_SUBSYSTEM_VENDOR_ID, 2) == QEMU_SUBSYSTEM_VENDOR
@@ -166,10 +178,10 @@ class Nic:
 
     def _open(self) -> None:
         cfg = self.config
-        self.device.set_bus_master(True)
-        self.mask_all()
+        self.quiesce()
         self.reset_hw()
         self.mask_all()
+        self.device.set_bus_master(True)
         self.dma = DmaPool(self.device)
         for queue in range(cfg.queues):
             self.rx.append(self._make_rx_ring(queue))
@@ -179,6 +191,21 @@ class Nic:
         self.init_hw()
         for ring in self.rx:
             ring.replenish()
+        self._register_interrupt()
+        if cfg.wait_link:
+            self.wait_link(True, cfg.wait_link)
+
+    def quiesce(self) -> None:
+        """Memory decode on, bus mastering off, every interrupt masked, RX and TX stopped.
+
+        Safe on a NIC in any state: the first thing open() does.
+        """
+        self.device.set_bus_master(False)  # also turns memory decoding on
+        self.mask_all()
+        self.stop_hw()
+
+    def _register_interrupt(self) -> None:
+        cfg = self.config
         # NDIS order: attributes first, then the interrupt; the ISR may run
         # before register_interrupt returns, and all it needs exists by now.
         adapter = MiniportAdapter(f"{self.family} {self.device.bdf}")
@@ -199,8 +226,55 @@ class Nic:
         self._plans = self.plan_messages(granted, len(self.interrupt.messages))
         self.configure_interrupts(granted)
         self.enable_all()
-        if cfg.wait_link:
-            self.wait_link(True, cfg.wait_link)
+
+    def reset(self, wait_link: float | None = None) -> None:
+        """Reset the NIC under traffic and carry on with the same rings and buffers.
+
+        The interrupt is deregistered first (so no ISR or DPC can touch a
+        ring being rebuilt) and registered again afterwards with the same
+        preference: ``interrupt`` is a new object, its statistics start over.
+        Frames the NIC already wrote back are drained and indicated; posted
+        TX frames it never completed are counted in ``tx[q].stats()
+        ["reset_discards"]``. Senders wait on the TX locks meanwhile; zero-copy
+        buffers consumers hold stay valid. Waits ``wait_link`` s (default:
+        the config's) for the link to come back.
+        """
+        if self._closed:
+            raise NicError(f"{self.device.bdf}: reset() on a closed NIC", "open it again")
+        self.mask_all()
+        self.stop_hw()
+        # Before taking the TX locks: a DPC being waited for reclaims under them.
+        if self.interrupt is not None:
+            self.interrupt.deregister()
+            self.interrupt = None
+        for lock in self._tx_locks:
+            lock.acquire()
+        try:
+            self.quiesce()
+            for queue, ring in enumerate(self.rx):
+                while (batch := ring.drain(ring.size)).count:
+                    # A raising callback is counted in callback_errors; the reset goes on.
+                    with contextlib.suppress(Exception):
+                        self._indicate(queue, batch)
+                ring.reset()
+            for tx in self.tx:
+                tx.reclaim()
+                tx.reset()
+            self._dpc_error.clear()
+            self.reset_hw()
+            self.mask_all()
+            self.device.set_bus_master(True)
+            self.init_hw()
+            for ring in self.rx:
+                ring.replenish()
+            self._register_interrupt()
+            self.resets += 1
+        finally:
+            for lock in self._tx_locks:
+                lock.release()
+        wait = self.config.wait_link if wait_link is None else wait_link
+        if wait:
+            self.wait_link(True, wait)
 
     def close(self) -> None:
         """Quiet the NIC and release everything; safe to call twice and after errors."""
@@ -244,7 +318,7 @@ class Nic:
         tail = self.rx_tail_offset(queue)
         write32, wmb = self.bar.write32, self.device_wmb
         self.rx_desc_iova.append(descs.iova)
-        return RxRing(
+        ring = RxRing(
             self.rx_format,
             descs.array(self.rx_format.read_dtype, (cfg.ring_size,)),
             descs.iova,
@@ -254,6 +328,22 @@ class Nic:
             wmb=wmb,
             zero_copy=cfg.zero_copy,
         )
+        ring.on_refill_needed = lambda: self._refill(queue)
+        return ring
+
+    def _refill(self, queue: int) -> None:
+        """A consumer gave buffers back to a starved ring: queue its DPC to re-arm it.
+
+        The DPC finds nothing to drain; ``before_enable`` replenishes, serialised
+        with the ISR and other DPCs of the message as NDIS requires.
+        """
+        interrupt = self.interrupt
+        if interrupt is None or interrupt.deregistered:
+            return
+        for message_id, plan in enumerate(self._plans):
+            if queue in plan.rx:
+                target = interrupt.messages[message_id].target_cpu
+                interrupt.queue_dpc(message_id, 1 << target)
 
     def _make_tx_ring(self, queue: int) -> TxRing:
         assert self.dma is not None
@@ -332,10 +422,17 @@ class Nic:
             batch = self.rx[queue].drain(max(1, budget - indicated))
             if batch.count:
                 indicated += batch.count
-                self._indicate(queue, batch)
+                try:
+                    self._indicate(queue, batch)
+                except Exception as exc:
+                    self._dpc_error.setdefault(message_id, exc)
             more = more or batch.more_pending
         throttle.indicated = indicated
         throttle.more_pending = more
+        # Raised only once the message has no more pending: a raising DPC ends
+        # its batch, and frames left in the ring would wait for the next one.
+        if not more and message_id in self._dpc_error:
+            raise self._dpc_error.pop(message_id)
 
     def _before_enable(self, ctx: Any, message_id: int) -> None:
         plan = self._plans[message_id] if message_id < len(self._plans) else MessagePlan()
@@ -378,7 +475,13 @@ class Nic:
     def _indicate(self, queue: int, batch: RxBatch) -> None:
         """Hand a batch up: to the callback in DPC context, else to receive()."""
         if self.on_receive is not None:
-            self.on_receive(queue, batch)
+            try:
+                self.on_receive(queue, batch)
+            except Exception:
+                self.callback_errors += 1
+                self.callback_error_frames += batch.count
+                batch.release()  # the callback failed: its buffers go back to the ring
+                raise
             return
         with self._delivered:
             waiting = sum(d.frames for d in self._delivery)
@@ -504,6 +607,9 @@ class Nic:
             "rx": [ring.stats() for ring in self.rx],
             "tx": [ring.stats() for ring in self.tx],
             "backlog_drops": self.backlog_drops,
+            "callback_errors": self.callback_errors,
+            "callback_error_frames": self.callback_error_frames,
+            "resets": self.resets,
             "link_changes": self.link_changes,
             "hw": self.hw_stats(),
             "interrupts": self.interrupt.stats.to_dict() if self.interrupt else {},

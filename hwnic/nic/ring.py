@@ -182,6 +182,10 @@ class RxRing:
         self.next_to_clean = 0
         self.tail = 0
         self.armed = 0  # descriptors the NIC owns: next_to_clean .. tail-1
+        self.short = False  # the last replenish could not arm every descriptor
+        # Called (from the releasing thread) when buffers come back to a short
+        # ring: nothing else would re-arm it, as a starved NIC raises no interrupt.
+        self.on_refill_needed: Callable[[], None] | None = None
         self.counters = dict.fromkeys(
             (
                 "frames",
@@ -210,6 +214,8 @@ class RxRing:
             n = len(slots)
             self._free[self._free_top : self._free_top + n] = slots
             self._free_top += n
+        if n and self.short and self.on_refill_needed is not None:
+            self.on_refill_needed()
 
     @property
     def free_buffers(self) -> int:
@@ -227,6 +233,7 @@ class RxRing:
         """
         want = self.size - 1 - self.armed
         if want <= 0:
+            self.short = False
             return 0
         start = self.tail
         if self.zero_copy:
@@ -234,7 +241,8 @@ class RxRing:
             n = len(slots)
         else:
             n = want  # copy mode: descriptor i owns pool slot i for good
-        if n < want:
+        self.short = n < want
+        if self.short:
             self.counters["starved"] += 1
         if n == 0:
             return 0
@@ -358,6 +366,23 @@ class RxRing:
         self.counters["drops_length"] += int(bad_length.sum())
         self.counters["drops_error"] += int(bad_error.sum())
 
+    def reset(self) -> None:
+        """Forget every armed descriptor (the NIC is stopped and reset): back to empty.
+
+        Buffers behind armed descriptors return to the pool; buffers consumers
+        hold stay theirs. The caller re-arms with :meth:`replenish`.
+        """
+        if self.zero_copy:
+            armed = self.desc_slot[self.desc_slot >= 0]
+            self.desc_slot[:] = -1
+            with self._free_lock:  # no refill hook: the caller re-arms
+                n = len(armed)
+                self._free[self._free_top : self._free_top + n] = armed
+                self._free_top += n
+        self.qwords[:] = 0
+        self.next_to_clean = self.tail = self.armed = 0
+        self.short = False
+
     def _dd_at_head(self) -> bool:
         """Whether the NIC already completed the next descriptor (more pending)."""
         if self.armed == 0:
@@ -402,7 +427,16 @@ class TxRing:
         self.tail = 0
         self.in_flight = 0
         self.counters = dict.fromkeys(
-            ("frames", "bytes", "reclaimed", "ring_full", "tail_writes", "too_long"), 0
+            (
+                "frames",
+                "bytes",
+                "reclaimed",
+                "ring_full",
+                "tail_writes",
+                "too_long",
+                "reset_discards",
+            ),
+            0,
         )
         self.qwords[:, 0] = self.slot_iova  # each descriptor owns one buffer for good
 
@@ -466,6 +500,14 @@ class TxRing:
             self.in_flight -= done
             self.counters["reclaimed"] += done
         return done
+
+    def reset(self) -> int:
+        """Forget posted frames the NIC never completed (it was reset); returns how many."""
+        discarded = self.in_flight
+        self.counters["reset_discards"] += discarded
+        self.qwords[:, 1] = 0
+        self.next_to_clean = self.tail = self.in_flight = 0
+        return discarded
 
     def stats(self) -> dict[str, Any]:
         return {**self.counters, "in_flight": self.in_flight}
