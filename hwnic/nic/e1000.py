@@ -8,6 +8,8 @@ is rewritten), and RX is blocked for about 1 s after each RCTL write.
 
 from __future__ import annotations
 
+import time
+
 from hwnic.ndis import InterruptType
 from hwnic.nic import regs
 from hwnic.nic.base import Nic
@@ -15,6 +17,10 @@ from hwnic.nic.descriptors import LEGACY_RX_FORMAT
 
 # TIPG for the 82540EM's copper PHY: IPGT 10, IPGR1 8, IPGR2 6 (datasheet 13.4.34)
 TIPG_82540 = 10 | (8 << regs.TIPG_IPGR1_SHIFT) | (6 << regs.TIPG_IPGR2_SHIFT)
+# QEMU's 82540EM refuses frames for 1 s after every RCTL write and then
+# delivers what queued meanwhile all at once, dropping whatever exceeds the
+# ring (QEMU-NICS.md §3): on QEMU, open() waits this out. Real parts do not.
+QEMU_RCTL_BLACKOUT = 1.1  # seconds
 TCTL_BASE = regs.Tctl.EN | regs.Tctl.PSP | regs.TCTL_CT_DEFAULT | regs.TCTL_COLD_FULL_DUPLEX
 
 
@@ -45,6 +51,8 @@ class E1000(Nic):
             | regs.Rctl.SECRC
             | regs.rctl_buffer_size(self.config.buffer_size),
         )
+        if self.on_qemu:
+            time.sleep(QEMU_RCTL_BLACKOUT)
 
     def configure_interrupts(self, kind: InterruptType) -> None:
         """Nothing to map: one line, the causes enabled by IMS."""
