@@ -14,8 +14,10 @@ from hwnic.cli.main import main
 
 pytestmark = pytest.mark.lab
 
-FRAMES = 1000
-RATE = 2000  # frames/s: well below what every model sustains under TCG, so no loss
+# Fewer frames than the receive ring holds: none can be lost however slowly the
+# loaded guest drains it (QEMU drops silently once ring and hub queue are full).
+FRAMES = 400
+RATE = 2000  # frames/s, paced per batch
 BATCH = 32
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
