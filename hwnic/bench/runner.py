@@ -369,6 +369,10 @@ class Bench:
                     self.worker.join()
                 self.phase = "done"
                 self.sample()
+                if self.view is not None and len(self.samples) > 1:
+                    self.view.update(
+                        progress(self.samples[-2], self.samples[-1], "done", s.mode == "loopback")
+                    )
             if self.worker is not None and self.worker.error is not None:
                 raise self.worker.error
             stats = {role: p.nic.stats() for role, p in self.ports.items()}
