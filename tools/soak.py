@@ -16,17 +16,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import threading
 import time
-from typing import Any
 
 import numpy as np
 
 import hwnic
 from hwnic import traffic
 from hwnic.lab.control import LabControl
+from hwnic.lab.guest import lab_pairs
+from hwnic.lab.topology import LabNic
 from hwnic.nic.base import Nic
 from hwnic.nic.ring import RxBatch
 
@@ -106,13 +106,11 @@ def driver_drops(a: Nic, b: Nic) -> dict[str, int]:
     }
 
 
-def lab_pair() -> tuple[dict[str, Any], dict[str, Any]]:
-    nics = json.loads(os.environ.get("HWNIC_LAB_NICS", "[]"))
-    for x in nics:
-        for y in nics:
-            if x is not y and x["hub"] == y["hub"]:
-                return x, y
-    raise SystemExit("soak: needs two lab NICs on one hub (hwnic lab run --nic igb --nic igb)")
+def lab_pair() -> tuple[LabNic, LabNic]:
+    pairs = lab_pairs()
+    if not pairs:
+        raise SystemExit("soak: needs two lab NICs on one hub (hwnic lab run --nic igb --nic igb)")
+    return next(iter(pairs.values()))
 
 
 def main() -> int:
@@ -123,10 +121,10 @@ def main() -> int:
     args = parser.parse_args()
     a_entry, b_entry = lab_pair()
     control = LabControl()
-    with hwnic.open(a_entry["bdf"], ring_size=args.ring_size, wait_link=LINK_TIMEOUT) as a:
+    with hwnic.open(a_entry.address, ring_size=args.ring_size, wait_link=LINK_TIMEOUT) as a:
         soak = Soak(a, args.ring_size)
         with hwnic.open(
-            b_entry["bdf"],
+            b_entry.address,
             ring_size=args.ring_size,
             wait_link=LINK_TIMEOUT,
             on_receive=soak.on_receive,
@@ -143,7 +141,7 @@ def main() -> int:
                 while time.monotonic() < end and not soak.errors:
                     now = time.monotonic()
                     if now >= next_flap:
-                        soak.flap(control, b_entry["qemu_id"], b)
+                        soak.flap(control, b_entry.qemu_id, b)
                         flaps += 1
                         next_flap = time.monotonic() + args.flap_every
                     if now >= next_report:

@@ -61,6 +61,11 @@ def lab_nics() -> list[LabNic]:
     return topology.loads(os.environ.get("HWNIC_LAB_NICS", "[]"))
 
 
+def lab_pairs() -> dict[str, tuple[LabNic, LabNic]]:
+    """Inside the lab: for each model, two ports on one hub (sender first)."""
+    return topology.pairs(lab_nics())
+
+
 def _read_hex(path: Path) -> int:
     return int(path.read_text().strip(), 16)
 

@@ -12,7 +12,7 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from hwnic.errors import UsageError
+from hwnic.errors import LabError, UsageError
 
 # QEMU device name -> PCI device id (vendor 8086) the emulated NIC reports.
 MODELS: dict[str, int] = {
@@ -44,6 +44,13 @@ class LabNic:
     root_port: str  # id of its pcie-root-port
     slot: int  # root-bus slot of that root port
     bdf: str | None = None  # filled in by the guest
+
+    @property
+    def address(self) -> str:
+        """The guest PCI address; only inside the lab, once the guest located it."""
+        if self.bdf is None:
+            raise LabError(f"{self.qemu_id} has no guest PCI address", "run this inside the lab")
+        return self.bdf
 
     @property
     def pci_device_id(self) -> int:
@@ -96,6 +103,16 @@ def plan_nics(models: list[str] | tuple[str, ...]) -> list[LabNic]:
 def peers(nics: list[LabNic], nic: LabNic) -> list[LabNic]:
     """The other NICs on ``nic``'s hub: those that receive what it sends."""
     return [n for n in nics if n.hub == nic.hub and n.index != nic.index]
+
+
+def pairs(nics: list[LabNic]) -> dict[str, tuple[LabNic, LabNic]]:
+    """For each model: the first two NICs of it on one hub (the sender first)."""
+    found: dict[str, tuple[LabNic, LabNic]] = {}
+    for nic in nics:
+        for peer in peers(nics, nic):
+            if peer.model == nic.model:
+                found.setdefault(nic.model, (nic, peer))
+    return found
 
 
 def dumps(nics: list[LabNic]) -> str:

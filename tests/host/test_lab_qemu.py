@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import shlex
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from hwnic.errors import LabDependencyMissing, UsageError
+from hwnic.errors import LabDependencyMissing, LabError, UsageError
 from hwnic.lab import deps, qemu, topology
 from hwnic.lab.qemu import LabPaths, VngOptions, qemu_options, vng_command
 from hwnic.lab.topology import plan_nics
@@ -44,6 +45,21 @@ def test_six_nics_pair_on_three_hubs() -> None:
     assert [topology.peers(nics, n)[0].qemu_id for n in nics] == [
         "nic1", "nic0", "nic3", "nic2", "nic5", "nic4",
     ]  # fmt: skip
+
+
+def test_pairs_are_same_model_on_one_hub() -> None:
+    nics = plan_nics(["igb", "e1000", "e1000e", "e1000e", "igb"])
+    pairs = topology.pairs(nics)
+    # igb+e1000 share hub 0 (different models), the two e1000e share hub 1.
+    assert list(pairs) == ["e1000e"]
+    assert [n.qemu_id for n in pairs["e1000e"]] == ["nic2", "nic3"]
+
+
+def test_address_needs_the_guest() -> None:
+    nic = plan_nics(["igb"])[0]
+    with pytest.raises(LabError):
+        _ = nic.address
+    assert replace(nic, bdf="0000:01:00.0").address == "0000:01:00.0"
 
 
 def test_odd_last_nic_gets_its_own_hub() -> None:

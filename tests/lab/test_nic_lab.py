@@ -7,7 +7,6 @@ each model offers is exercised.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Iterator
@@ -17,10 +16,14 @@ import pytest
 
 import hwnic
 from hwnic import pci, traffic
+from hwnic.lab.guest import lab_pairs
+from hwnic.lab.topology import LabNic
 from hwnic.ndis import InterruptType
 from hwnic.nic.base import Nic
 
 pytestmark = pytest.mark.lab
+
+LabPair = tuple[LabNic, LabNic]
 
 RECEIVE_TIMEOUT = 60.0  # seconds for a whole test's traffic under TCG
 LINK_TIMEOUT = 30.0
@@ -32,43 +35,32 @@ MODES = {
 RSS_QUEUES = {"e1000e": 2, "igb": 4}
 
 
-def lab_pairs() -> dict[str, tuple[dict, dict]]:
-    """For each family: two lab NICs on one hub (the sender first)."""
-    nics = json.loads(os.environ.get("HWNIC_LAB_NICS", "[]"))
-    pairs: dict[str, tuple[dict, dict]] = {}
-    for a in nics:
-        for b in nics:
-            if a is not b and a["model"] == b["model"] and a["hub"] == b["hub"]:
-                pairs.setdefault(a["model"], (a, b))
-    return pairs
-
-
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     pairs = lab_pairs() if os.environ.get("HWNIC_LAB") == "1" else {}
     if "pair" in metafunc.fixturenames and "mode" in metafunc.fixturenames:
         cases = [(p, m) for f, p in sorted(pairs.items()) for m in MODES[f]]
-        ids = [f"{p[0]['model']}-{m}" for p, m in cases]
+        ids = [f"{p[0].model}-{m}" for p, m in cases]
         metafunc.parametrize(("pair", "mode"), cases, ids=ids)
     elif "pair" in metafunc.fixturenames:
         cases = [p for _, p in sorted(pairs.items())]
-        metafunc.parametrize("pair", cases, ids=[p[0]["model"] for p in cases])
+        metafunc.parametrize("pair", cases, ids=[p[0].model for p in cases])
 
 
-def _ready(entry: dict) -> str:
-    nic = pci.describe(entry["bdf"])
-    assert nic.vfio_ready, f"{entry['bdf']} is not bound to vfio-pci"
+def _ready(entry: LabNic) -> str:
+    nic = pci.describe(entry.address)
+    assert nic.vfio_ready, f"{entry.address} is not bound to vfio-pci"
     return nic.bdf
 
 
 @pytest.fixture
-def ports(pair: tuple[dict, dict], request: pytest.FixtureRequest) -> Iterator[tuple[Nic, Nic]]:
+def ports(pair: LabPair, request: pytest.FixtureRequest) -> Iterator[tuple[Nic, Nic]]:
     mode = request.node.callspec.params.get("mode")
     opts = dict(getattr(request, "param", {}))
     a_entry, b_entry = pair
     if opts.get("queues") == "rss":
-        if a_entry["model"] not in RSS_QUEUES:
+        if a_entry.model not in RSS_QUEUES:
             pytest.skip("the 82540EM has a single queue: no RSS")
-        opts["queues"] = RSS_QUEUES[a_entry["model"]]
+        opts["queues"] = RSS_QUEUES[a_entry.model]
     with (
         hwnic.open(_ready(a_entry), interrupt=mode, wait_link=LINK_TIMEOUT) as a,
         hwnic.open(_ready(b_entry), interrupt=mode, wait_link=LINK_TIMEOUT, **opts) as b,
@@ -158,7 +150,7 @@ def test_burst_then_silence(ports: tuple[Nic, Nic], mode: InterruptType) -> None
 
 
 @pytest.mark.parametrize("ports", [{"budget": 4}], indirect=True)
-def test_small_budget_reruns(ports: tuple[Nic, Nic], pair: tuple[dict, dict]) -> None:
+def test_small_budget_reruns(ports: tuple[Nic, Nic], pair: LabPair) -> None:
     a, b = ports
     n = b.config.ring_size - 1
     lengths = np.full(n, 128)
@@ -172,7 +164,7 @@ def test_small_budget_reruns(ports: tuple[Nic, Nic], pair: tuple[dict, dict]) ->
 
 
 @pytest.mark.parametrize("ports", [{"queues": "rss"}], indirect=True)
-def test_rss_spreads_flows(ports: tuple[Nic, Nic], pair: tuple[dict, dict]) -> None:
+def test_rss_spreads_flows(ports: tuple[Nic, Nic], pair: LabPair) -> None:
     """Flows land on every RX queue, each queue in order, each on its own message."""
     a, b = ports
     n, flows = b.config.ring_size - 1, 64
@@ -199,17 +191,15 @@ def test_rss_spreads_flows(ports: tuple[Nic, Nic], pair: tuple[dict, dict]) -> N
         assert all(r > 0 for r in runs), f"DPC runs per RX message: {runs}"
 
 
-def test_link_flap_reported_and_traffic_resumes(
-    ports: tuple[Nic, Nic], pair: tuple[dict, dict]
-) -> None:
+def test_link_flap_reported_and_traffic_resumes(ports: tuple[Nic, Nic], pair: LabPair) -> None:
     from hwnic.lab.control import LabControl
 
     a, b = ports
     control = LabControl()
     changes = b.link_changes
-    control.set_link(pair[1]["qemu_id"], False)
+    control.set_link(pair[1].qemu_id, False)
     b.wait_link(False, LINK_TIMEOUT)
-    control.set_link(pair[1]["qemu_id"], True)
+    control.set_link(pair[1].qemu_id, True)
     b.wait_link(True, LINK_TIMEOUT)
     deadline = time.monotonic() + LINK_TIMEOUT
     while b.link_changes < changes + 2 and time.monotonic() < deadline:
@@ -222,7 +212,7 @@ def test_link_flap_reported_and_traffic_resumes(
     assert len(got) == n and (got == np.arange(n)).all()
 
 
-def test_link_flap_under_traffic(ports: tuple[Nic, Nic], pair: tuple[dict, dict]) -> None:
+def test_link_flap_under_traffic(ports: tuple[Nic, Nic], pair: LabPair) -> None:
     """Frames sent while the link is down are lost (QEMU drops them); the rest arrive."""
     import threading
 
@@ -244,10 +234,10 @@ def test_link_flap_under_traffic(ports: tuple[Nic, Nic], pair: tuple[dict, dict]
     thread.start()
     try:
         time.sleep(0.5)
-        control.set_link(pair[1]["qemu_id"], False)
+        control.set_link(pair[1].qemu_id, False)
         b.wait_link(False, LINK_TIMEOUT)
         time.sleep(0.5)
-        control.set_link(pair[1]["qemu_id"], True)
+        control.set_link(pair[1].qemu_id, True)
         b.wait_link(True, LINK_TIMEOUT)
         resumed_at = sent[0]
         time.sleep(1.0)

@@ -32,12 +32,16 @@ import pytest
 
 import hwnic
 from hwnic import traffic, vfio
+from hwnic.lab.guest import lab_pairs
+from hwnic.lab.topology import LabNic
 from hwnic.nic import regs
 from hwnic.nic import regs_igb as r_igb
 from hwnic.nic.base import Nic
 from hwnic.nic.ring import RxBatch
 
 pytestmark = pytest.mark.lab
+
+LabPair = tuple[LabNic, LabNic]
 
 LINK_TIMEOUT = 30.0
 CHILD_TIMEOUT = 120.0  # seconds for a child to open its ports and pass traffic under TCG
@@ -103,28 +107,17 @@ EXITS = {"e1000e": ("sigint", "sigterm", "raise", "exit", "sigkill")}
 EXITS_ELSEWHERE = ("sigterm", "sigkill")
 
 
-def lab_pairs() -> dict[str, tuple[dict, dict]]:
-    """For each family: two lab NICs on one hub (the sender first)."""
-    nics = json.loads(os.environ.get("HWNIC_LAB_NICS", "[]"))
-    pairs: dict[str, tuple[dict, dict]] = {}
-    for a in nics:
-        for b in nics:
-            if a is not b and a["model"] == b["model"] and a["hub"] == b["hub"]:
-                pairs.setdefault(a["model"], (a, b))
-    return pairs
-
-
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     pairs = lab_pairs() if os.environ.get("HWNIC_LAB") == "1" else {}
     if "pair" in metafunc.fixturenames and "how" in metafunc.fixturenames:
         cases = [
             (p, how) for f, p in sorted(pairs.items()) for how in EXITS.get(f, EXITS_ELSEWHERE)
         ]
-        ids = [f"{p[0]['model']}-{how}" for p, how in cases]
+        ids = [f"{p[0].model}-{how}" for p, how in cases]
         metafunc.parametrize(("pair", "how"), cases, ids=ids)
     elif "pair" in metafunc.fixturenames:
         cases = [p for _, p in sorted(pairs.items())]
-        metafunc.parametrize("pair", cases, ids=[p[0]["model"] for p in cases])
+        metafunc.parametrize("pair", cases, ids=[p[0].model for p in cases])
 
 
 def quiet_registers(bdf: str, family: str) -> dict[str, int]:
@@ -167,8 +160,8 @@ def pass_traffic(a_bdf: str, b_bdf: str, n: int = 100) -> None:
         assert len(got) == n and (np.sort(got) == np.arange(n)).all()
 
 
-def test_quiet_on_every_exit(pair: tuple[dict, dict], how: str) -> None:
-    a_bdf, b_bdf, family = pair[0]["bdf"], pair[1]["bdf"], pair[0]["model"]
+def test_quiet_on_every_exit(pair: LabPair, how: str) -> None:
+    a_bdf, b_bdf, family = pair[0].address, pair[1].address, pair[0].model
     child = subprocess.Popen(
         [sys.executable, "-c", CHILD, a_bdf, b_bdf, how],
         stdout=subprocess.PIPE,
@@ -334,12 +327,12 @@ class Flow:
 
 
 @contextmanager
-def flowing_pair(pair: tuple[dict, dict], **b_opts: Any) -> Iterator[tuple[Nic, Nic, Flow]]:
+def flowing_pair(pair: LabPair, **b_opts: Any) -> Iterator[tuple[Nic, Nic, Flow]]:
     a_entry, b_entry = pair
-    with hwnic.open(a_entry["bdf"], wait_link=LINK_TIMEOUT, ring_size=RING) as a:
+    with hwnic.open(a_entry.address, wait_link=LINK_TIMEOUT, ring_size=RING) as a:
         flow = Flow(a)
         with hwnic.open(
-            b_entry["bdf"],
+            b_entry.address,
             wait_link=LINK_TIMEOUT,
             ring_size=RING,
             on_receive=flow.on_receive,
@@ -353,7 +346,7 @@ def flowing_pair(pair: tuple[dict, dict], **b_opts: Any) -> Iterator[tuple[Nic, 
                 flow.thread.join(SETTLE_TIMEOUT)
 
 
-def test_link_flaps_under_traffic_balance(pair: tuple[dict, dict]) -> None:
+def test_link_flaps_under_traffic_balance(pair: LabPair) -> None:
     from hwnic.lab.control import LabControl
 
     control = LabControl()
@@ -362,15 +355,15 @@ def test_link_flaps_under_traffic_balance(pair: tuple[dict, dict]) -> None:
         for i in range(FLAPS):
             flow.wait_sent(flow.total * (i + 1) // (FLAPS + 1))
             with flow.disruption():
-                control.set_link(pair[1]["qemu_id"], False)
+                control.set_link(pair[1].qemu_id, False)
                 b.wait_link(False, LINK_TIMEOUT)
-                control.set_link(pair[1]["qemu_id"], True)
+                control.set_link(pair[1].qemu_id, True)
                 b.wait_link(True, LINK_TIMEOUT)
         flow.finish(b)
         assert b.link_changes >= changes + 2 * FLAPS, "a link change was not reported"
 
 
-def test_raising_dpc_is_recorded_and_traffic_goes_on(pair: tuple[dict, dict]) -> None:
+def test_raising_dpc_is_recorded_and_traffic_goes_on(pair: LabPair) -> None:
     with flowing_pair(pair) as (_, b, flow):
         flow.wait_sent(flow.total // 3)
         with flow.cond:
