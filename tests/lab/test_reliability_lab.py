@@ -50,6 +50,7 @@ FRAMES = 1200  # per fault test
 FRAME_LEN = 64
 RING = 128  # small rings: starvation and windows come quickly
 FLAPS = 3
+QUIET = 1.0  # seconds without a frame after which nothing delayed is still coming (TCG)
 STARVED_WAIT = 3.0  # seconds to let a starved ring take what it can (a wait, not a check)
 SIGNALS = {"sigint": signal.SIGINT, "sigterm": signal.SIGTERM, "sigkill": signal.SIGKILL}
 PCI_COMMAND = 0x04
@@ -222,6 +223,10 @@ class Flow:
         self.dropped_seqs: list[np.ndarray] = []
         self.last_mark = 0  # frames from here on must all arrive
         self.raise_once = False
+        self.paused = False  # set while a disruption settles
+        self.sender_idle = True
+        self.holding = False  # zero-copy: keep every batch instead of releasing it
+        self.held: list[RxBatch] = []
         self.cond = threading.Condition()
         self.stop = threading.Event()
         self.errors: list[BaseException] = []
@@ -238,7 +243,20 @@ class Flow:
             self.seqs.append(checked.seqs)
             self.bad += int(checked.bad)
             self.received += batch.count
+            if self.holding:
+                self.held.append(batch)
             self.cond.notify_all()
+        if not self.holding:
+            batch.release()
+
+    def let_go(self) -> int:
+        """Stop holding and give every held buffer back; returns how many frames were held."""
+        with self.cond:
+            self.holding = False
+            held, self.held = self.held, []
+        for batch in held:
+            batch.release()
+        return sum(batch.count for batch in held)
 
     def start(self, b_mac: str) -> None:
         lengths = np.full(self.total, FRAME_LEN)
@@ -252,6 +270,12 @@ class Flow:
         try:
             while self.sent < self.total and not self.stop.is_set():
                 with self.cond:
+                    if self.paused:
+                        self.sender_idle = True
+                        self.cond.notify_all()
+                        self.cond.wait(0.05)
+                        continue
+                    self.sender_idle = False
                     dropped = sum(map(len, self.dropped_seqs))
                     ahead = self.sent - self.received - self.excused - dropped
                     if ahead + chunk > self.window:
@@ -263,6 +287,10 @@ class Flow:
                     self.sent += n
         except BaseException as exc:
             self.errors.append(exc)
+        finally:
+            with self.cond:
+                self.sender_idle = True
+                self.cond.notify_all()
 
     def wait_sent(self, count: int) -> None:
         deadline = time.monotonic() + SETTLE_TIMEOUT * 4
@@ -272,14 +300,30 @@ class Flow:
 
     @contextmanager
     def disruption(self) -> Iterator[None]:
+        """Bracket an event that may lose frames; afterwards, let what survived arrive.
+
+        Frames in flight when it starts and frames sent during it may be lost
+        (that is the bound). Some of them are only delayed (queued in QEMU
+        while the ring could not take them), so the sender pauses until
+        nothing more arrives for ``QUIET`` s before the window opens again:
+        otherwise late survivors plus new frames could overflow the ring.
+        """
         with self.cond:
             received_before = self.received
         yield
         with self.cond:
-            bound = self.sent - received_before  # in flight at the start + sent during
-            self.loss_bound += bound
-            self.excused += bound
+            self.paused = True
+            self.cond.wait_for(lambda: self.sender_idle, SETTLE_TIMEOUT)
+            last, quiet_since = self.received, time.monotonic()
+            while time.monotonic() - quiet_since < QUIET:
+                self.cond.wait(QUIET / 4)
+                if self.received != last:
+                    last, quiet_since = self.received, time.monotonic()
+            dropped = sum(map(len, self.dropped_seqs))
+            self.loss_bound += self.sent - received_before
+            self.excused = self.sent - self.received - dropped  # gone for good by now
             self.last_mark = self.sent
+            self.paused = False
             self.cond.notify_all()
 
     def finish(self, b: Nic) -> dict[str, int]:
@@ -361,6 +405,39 @@ def test_link_flaps_under_traffic_balance(pair: LabPair) -> None:
                 b.wait_link(True, LINK_TIMEOUT)
         flow.finish(b)
         assert b.link_changes >= changes + 2 * FLAPS, "a link change was not reported"
+
+
+def test_reset_under_traffic_balances(pair: LabPair) -> None:
+    """Nic.reset on the receiver, then on the sender, while frames flow."""
+    with flowing_pair(pair) as (a, b, flow):
+        for i, nic in enumerate((b, a)):
+            flow.wait_sent(flow.total * (i + 1) // 3)
+            with flow.disruption():
+                nic.reset()
+        summary = flow.finish(b)
+        assert (a.resets, b.resets) == (1, 1)
+        assert summary["received"] > 0
+
+
+def test_starved_ring_recovers_and_balances(pair: LabPair) -> None:
+    """The consumer holds every zero-copy buffer until the ring runs dry, then lets go."""
+    with flowing_pair(pair, zero_copy=True) as (_, b, flow):
+        ring = b.rx[0]
+        flow.wait_sent(flow.total // 4)
+        with flow.disruption():
+            with flow.cond:
+                flow.holding = True
+            deadline = time.monotonic() + SETTLE_TIMEOUT
+            # Starved: no spare buffer, and every armed descriptor filled by the NIC.
+            while time.monotonic() < deadline and not (ring.free_buffers == 0 and ring.armed == 0):
+                time.sleep(0.05)
+            stats = ring.stats()
+            assert (stats["free_buffers"], stats["armed"]) == (0, 0), f"never starved: {stats}"
+            time.sleep(STARVED_WAIT)  # frames keep coming at an empty ring meanwhile
+            held = flow.let_go()
+        assert held >= b.config.pool_factor * ring.size - ring.size, "held fewer than the pool"
+        summary = flow.finish(b)
+        assert summary["received"] > held
 
 
 def test_raising_dpc_is_recorded_and_traffic_goes_on(pair: LabPair) -> None:
