@@ -153,6 +153,10 @@ class FakeNic:
             "interrupts": self.interrupt.stats.to_dict(),
         }
 
+    def flush(self, timeout: float = 1.0) -> bool:
+        """The fake wire carries frames at once: nothing is ever in flight."""
+        return True
+
     def close(self) -> None:
         self.closed = True
 

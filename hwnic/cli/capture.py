@@ -17,7 +17,6 @@ POLL = 0.2  # s a receive() waits before the loop looks at the clock again
 SEND_TIMEOUT = 1.0  # s one send() waits for room in the TX ring
 STALL_LIMIT = 5  # consecutive send() calls that post nothing: the NIC is stuck
 DRAIN_TIMEOUT = 3.0  # s to let the NIC finish what was posted before closing
-DRAIN_POLL = 0.01
 
 
 def _say(text: str) -> None:
@@ -52,10 +51,6 @@ def cmd_capture(args: argparse.Namespace) -> int:
             pass  # like tcpdump: Ctrl-C ends the capture, the file is complete
     _say(f"{out.frames:,} frames ({out.bytes:,} bytes) written to {args.write}")
     return 0
-
-
-def tx_in_flight(nic: Any) -> int:
-    return sum(int(q.get("in_flight", 0)) for q in nic.stats().get("tx", []))
 
 
 def send_all(nic: Any, frames: Any, lengths: Any, pacer: Pacer, sent: int, batch: int) -> int:
@@ -103,9 +98,7 @@ def cmd_send(args: argparse.Namespace) -> int:
             while args.loop == 0 or passes < args.loop:
                 sent = send_all(nic, data.frames, data.lengths, pacer, sent, args.batch)
                 passes += 1
-            drain_until = time.monotonic() + DRAIN_TIMEOUT
-            while tx_in_flight(nic) and time.monotonic() < drain_until:
-                time.sleep(DRAIN_POLL)
+            nic.flush(DRAIN_TIMEOUT)
         except KeyboardInterrupt:
             pass
     seconds = time.monotonic() - started

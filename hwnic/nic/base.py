@@ -548,6 +548,27 @@ class Nic:
                 time.sleep(POLL_INTERVAL)  # back-pressure: the NIC is behind
         return done
 
+    @property
+    def tx_in_flight(self) -> int:
+        """Frames posted on the TX queues that the NIC has not completed yet."""
+        for ring, lock in zip(self.tx, self._tx_locks, strict=True):
+            with lock:
+                ring.reclaim()
+        return sum(ring.in_flight for ring in self.tx)
+
+    def flush(self, timeout: float = 1.0) -> bool:
+        """Wait up to ``timeout`` s until the NIC has sent every posted frame.
+
+        For TX-only work (a sender about to close): returns True once nothing
+        is in flight, False if frames were still queued at the deadline.
+        """
+        deadline = time.monotonic() + timeout
+        while self.tx_in_flight:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(POLL_INTERVAL)
+        return True
+
     # -- link ----------------------------------------------------------------------------
 
     @property

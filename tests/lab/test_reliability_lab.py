@@ -151,6 +151,8 @@ def pass_traffic(a_bdf: str, b_bdf: str, n: int = 100) -> None:
     ):
         lengths = np.full(n, FRAME_LEN)
         assert a.send(traffic.build(np.arange(n), lengths, a.mac, b.mac), lengths) == n
+        assert a.flush(SETTLE_TIMEOUT), "the NIC did not send every posted frame"
+        assert a.tx_in_flight == 0
         seqs: list[np.ndarray] = []
         deadline = time.monotonic() + SETTLE_TIMEOUT
         while sum(map(len, seqs)) < n and time.monotonic() < deadline:
