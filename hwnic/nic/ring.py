@@ -201,6 +201,9 @@ class RxRing:
         if not zero_copy:
             self._free_top = 0  # descriptor i owns slot i; copies never hold a slot
             self.desc_slot[:] = np.arange(size)
+        # Copy mode: each descriptor as armed (its own buffer's IOVA, then zero).
+        self._armed_copy = np.zeros((size, 2), dtype=np.uint64)
+        self._armed_copy[:, 0] = self.slot_iova[:size]
         self._free_lock = threading.Lock()
         self.next_to_clean = 0
         self.tail = 0
@@ -274,14 +277,14 @@ class RxRing:
             where: slice | np.ndarray = slice(start, end)
         else:
             where = self._pos[start:end]
+        # Write-back formats overwrite the address quadword, so re-write it;
+        # the second quadword is zeroed, clearing DD and the rest of the write-back.
         if self.zero_copy:
             self.desc_slot[where] = slots
-            iovas = self.slot_iova[slots]
+            self.qwords[where, 0] = self.slot_iova[slots]
+            self.qwords[where, 1] = 0
         else:
-            iovas = self.slot_iova[where]  # descriptor i owns slot i (set in __init__)
-        # Write-back formats overwrite the address quadword, so re-write it.
-        self.qwords[where, 0] = iovas
-        self.qwords[where, 1] = 0  # clears DD (and the rest of the write-back half)
+            self.qwords[where] = self._armed_copy[where]  # descriptor i owns slot i
         self.armed += n
         self.tail = end % self.size
         self._wmb()  # descriptors reach memory before the NIC sees the new tail
@@ -389,7 +392,8 @@ class RxRing:
         # only where both bytes are.
         lo = body[self._len_at :: DESCRIPTOR_BYTES]
         hi = body[self._len_at + 1 :: DESCRIPTOR_BYTES]
-        if max(hi) >= self._hi_limit and int(lengths.max()) > self.buffer_size:
+        top = max(hi)
+        if top >= self._hi_limit and int(lengths.max()) > self.buffer_size:
             return None
         if 0 in lo and 0 in hi and not lengths.all():
             return None
@@ -399,7 +403,9 @@ class RxRing:
             copy = None
         else:
             slots = _EMPTY_SLOTS
-            copy = self.pool[start:end, : int(lengths.max())].copy()
+            # Frames under 256 bytes: the longest is the largest low byte.
+            width = max(lo) if top == 0 else int(lengths.max())
+            copy = self.pool[start:end, :width].copy()
         rss = None if self._rss is None else self._rss[start:end].copy()
         self.next_to_clean = end % self.size
         self.armed -= done
