@@ -1,8 +1,9 @@
 """hwnic against the Linux kernel driver, on the same two emulated NICs of one hub.
 
 Run inside the lab (not part of tools/test.sh):
-    hwnic lab run --nic e1000 --nic e1000 --nic e1000e --nic e1000e --nic igb --nic igb \\
-        -- python tools/compare_kernel.py --runs 3 --count 20000 --json results/compare.json
+    mkdir -p results; hwnic lab run --rwdir "$PWD/results" \\
+        --nic e1000 --nic e1000 --nic e1000e --nic e1000e --nic igb --nic igb \\
+        -- python tools/compare_kernel.py --runs 5 --json results/compare.json
 
 For each model with two ports on one hub (A sends, B receives), four modes:
   hwnic  -> hwnic   ``hwnic.bench`` loopback (the ``hwnic bench loopback`` code)
@@ -12,19 +13,16 @@ For each model with two ports on one hub (A sends, B receives), four modes:
 Each mode sends ``--count`` 64-byte frames as fast as the sender can, ``--runs``
 times; the table has medians of the sender's rate, the rate at which frames
 arrived (received / sending time) and the loss. Ports move between vfio-pci
-and their kernel driver with ``hwnic.pci`` (unbind_vfio / bind_vfio) and are all
-back on vfio-pci at the end, also after an error or Ctrl-C. The kernel netdevs
-are brought up promiscuous, without addresses and with IPv6 off, so they send
-nothing of their own.
+and their kernel driver and are all
+back on vfio-pci at the end, also after an error or Ctrl-C (``hwnic.lab.kernel``
+does the moving and runs pktgen).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import re
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -34,61 +32,16 @@ from rich.console import Console
 from rich.table import Table
 
 import hwnic
-from hwnic import pci
 from hwnic.bench.options import BenchSettings, parse_sizes
 from hwnic.bench.report import machine
 from hwnic.bench.runner import Bench, RxCounter
 from hwnic.lab.guest import lab_pairs
+from hwnic.lab.kernel import mac_of, pktgen, rx_packets, to_kernel, to_vfio
 
-PKTGEN = Path("/proc/net/pktgen")
-FRAME_LEN = 64  # on the wire with FCS; pktgen's pkt_size and hwnic's lengths exclude it
-FCS_LEN = 4
-CARRIER_TIMEOUT = 30.0  # s for a kernel netdev to appear and see carrier (TCG)
+FRAME_LEN = 64  # bytes on the wire, with FCS
 QUIET = 1.0  # s without a new frame after which the receiver has everything
 LINK_WAIT = 30.0
 MODES = ("hwnic->hwnic", "kernel->hwnic", "hwnic->kernel", "kernel->kernel")
-SYSFS_NET = "/sys/class/net/{}/statistics/{}"
-PKTGEN_RESULT = re.compile(r"Result: OK: (\d+)\(c\d+\+d\d+\) usec, (\d+) \(")
-
-
-def sh(*cmd: str) -> None:
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode:
-        raise SystemExit(f"compare: {' '.join(cmd)}: {proc.stderr.strip()}")
-
-
-# -- ports on their kernel driver ----------------------------------------------------
-
-
-def to_kernel(bdf: str) -> str:
-    """Give ``bdf`` to its kernel driver; bring its netdev up quietly; return its name."""
-    pci.unbind_vfio(bdf)
-    net = Path(f"/sys/bus/pci/devices/{bdf}/net")
-    deadline = time.monotonic() + CARRIER_TIMEOUT
-    while not (net.exists() and any(net.iterdir())):
-        if time.monotonic() > deadline:
-            driver = pci.describe(bdf).driver
-            raise SystemExit(f"compare: {bdf} has no kernel netdev (driver {driver})")
-        time.sleep(0.1)
-    sh("udevadm", "settle")  # udev renames eth0 (to enpNs0): take the final name
-    ifname = next(net.iterdir()).name
-    Path(f"/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6").write_text("1\n")
-    sh("ip", "link", "set", ifname, "promisc", "on", "up")
-    carrier = Path(f"/sys/class/net/{ifname}/carrier")
-    while carrier.read_text().strip() != "1":
-        if time.monotonic() > deadline:
-            raise SystemExit(f"compare: {ifname} ({bdf}) has no carrier")
-        time.sleep(0.1)
-    return ifname
-
-
-def to_vfio(bdf: str) -> None:
-    if pci.describe(bdf).driver != "vfio-pci":
-        pci.bind_vfio(bdf)
-
-
-def counter(ifname: str, name: str) -> int:
-    return int(Path(SYSFS_NET.format(ifname, name)).read_text())
 
 
 def wait_quiet(read: Any) -> int:
@@ -100,25 +53,6 @@ def wait_quiet(read: Any) -> int:
         if now != last:
             last, since = now, time.monotonic()
     return int(last)
-
-
-def pktgen(ifname: str, count: int, dst_mac: str) -> tuple[int, float]:
-    """Send ``count`` 64-byte frames from ``ifname``; (frames sent, seconds) as pktgen says."""
-    sh("modprobe", "pktgen")
-    thread = PKTGEN / "kpktgend_0"
-    thread.write_text("rem_device_all\n")
-    thread.write_text(f"add_device {ifname}\n")
-    dev = PKTGEN / ifname
-    for line in (f"count {count}", f"pkt_size {FRAME_LEN - FCS_LEN}", "delay 0",
-                 f"dst_mac {dst_mac}", "dst 10.255.0.2", "clone_skb 0", "burst 1"):  # fmt: skip
-        dev.write_text(line + "\n")
-    (PKTGEN / "pgctrl").write_text("start\n")  # returns when all were sent
-    text = dev.read_text()
-    thread.write_text("rem_device_all\n")
-    m = PKTGEN_RESULT.search(text)
-    if not m:
-        raise SystemExit(f"compare: no pktgen result for {ifname}:\n{text}")
-    return int(m.group(2)), int(m.group(1)) / 1e6
 
 
 # -- the four modes ------------------------------------------------------------------
@@ -142,17 +76,16 @@ def run_kh(a_if: str, b: str, args: argparse.Namespace) -> dict[str, float]:
 
 
 def run_hk(a: str, b_if: str, args: argparse.Namespace) -> dict[str, float]:
-    before = counter(b_if, "rx_packets")
+    before = rx_packets(b_if)
     r = Bench(settings(args, "tx"), tx=a).run()
-    got = wait_quiet(lambda: counter(b_if, "rx_packets")) - before
+    got = wait_quiet(lambda: rx_packets(b_if)) - before
     return figures(r.tx_frames, r.tx_seconds, got)
 
 
 def run_kk(a_if: str, b_if: str, args: argparse.Namespace) -> dict[str, float]:
-    before = counter(b_if, "rx_packets")
-    mac = Path(f"/sys/class/net/{b_if}/address").read_text().strip()
-    sent, seconds = pktgen(a_if, args.count, mac)
-    got = wait_quiet(lambda: counter(b_if, "rx_packets")) - before
+    before = rx_packets(b_if)
+    sent, seconds = pktgen(a_if, args.count, mac_of(b_if))
+    got = wait_quiet(lambda: rx_packets(b_if)) - before
     return figures(sent, seconds, got)
 
 
