@@ -48,6 +48,7 @@ _HAS_FRAME_ERROR = bytes(1 if b & RX_FRAME_ERRORS else 0 for b in range(256))
 DESCRIPTOR_BYTES = 16
 U16_BYTES = 2
 BITS_PER_BYTE = 8
+FEW = 64  # up to this many frames, Python's max() on bytes beats a reduction
 UNSUMMED_MAX = 64  # fast-path batches whose bytes are summed together
 
 TailWriter = Callable[[int], None]
@@ -140,6 +141,22 @@ _EMPTY_SLOTS = np.zeros(0, dtype=np.int64)
 _EMPTY_LENGTHS = np.zeros(0, dtype=np.uint16)
 
 
+def _joined(a: RxBatch, b: RxBatch) -> RxBatch:
+    """Two consecutive batches of one ring as one (a drain across the ring's end)."""
+    if not b.count:
+        a.more_pending = b.more_pending
+        return a
+    lengths = np.concatenate((a.lengths, b.lengths))
+    copy = None
+    if a._copy is not None and b._copy is not None:
+        copy = np.zeros((len(lengths), max(a._copy.shape[1], b._copy.shape[1])), np.uint8)
+        copy[: a.count, : a._copy.shape[1]] = a._copy
+        copy[a.count :, : b._copy.shape[1]] = b._copy
+    rss = None if a.rss is None or b.rss is None else np.concatenate((a.rss, b.rss))
+    slots = np.concatenate((a.slots, b.slots))
+    return RxBatch(a._ring, slots, lengths, copy, rss, b.more_pending)
+
+
 class RxRing:
     """A receive ring: drain completed descriptors in batches, re-arm with fresh buffers."""
 
@@ -192,7 +209,8 @@ class RxRing:
         self._len_u16 = lo // U16_BYTES
         self._u16_per_desc = DESCRIPTOR_BYTES // U16_BYTES
         self._len_at = lo
-        self._hi_limit = self.buffer_size >> BITS_PER_BYTE  # high byte of the buffer size
+        # High-byte values that keep a length below the buffer size.
+        self._hi_in_range = bytes(range(min(self.buffer_size >> BITS_PER_BYTE, 256)))
         self._unsummed: list[np.ndarray] = []
         # The pool slot behind each descriptor, and the slots nobody uses.
         self.desc_slot = np.full(size, -1, dtype=np.int64)
@@ -273,24 +291,27 @@ class RxRing:
         if n == 0:
             return 0
         end = start + n
-        if end <= self.size:
-            where: slice | np.ndarray = slice(start, end)
-        else:
-            where = self._pos[start:end]
-        # Write-back formats overwrite the address quadword, so re-write it;
-        # the second quadword is zeroed, clearing DD and the rest of the write-back.
-        if self.zero_copy:
-            self.desc_slot[where] = slots
-            self.qwords[where, 0] = self.slot_iova[slots]
-            self.qwords[where, 1] = 0
-        else:
-            self.qwords[where] = self._armed_copy[where]  # descriptor i owns slot i
+        first = min(n, self.size - start)
+        self._arm(slice(start, start + first), slots[:first] if self.zero_copy else None)
+        if first < n:  # around the ring's end: a second run from descriptor 0
+            self._arm(slice(0, n - first), slots[first:] if self.zero_copy else None)
         self.armed += n
         self.tail = end % self.size
         self._wmb()  # descriptors reach memory before the NIC sees the new tail
         self._write_tail(self.tail)
         self.counters["tail_writes"] += 1
         return n
+
+    def _arm(self, where: slice, slots: np.ndarray | None) -> None:
+        """Give the descriptors ``where`` their buffers (zero-copy: ``slots``)."""
+        # Write-back formats overwrite the address quadword, so re-write it;
+        # zeroing the second clears DD and the rest of the write-back.
+        if slots is None:
+            self.qwords[where] = self._armed_copy[where]  # descriptor i owns slot i
+        else:
+            self.desc_slot[where] = slots
+            self.qwords[where, 0] = self.slot_iova[slots]
+            self.qwords[where, 1] = 0
 
     # -- receiving -----------------------------------------------------------------
 
@@ -300,11 +321,20 @@ class RxRing:
         if limit <= 0:
             return RxBatch(self, _EMPTY_SLOTS, _EMPTY_LENGTHS, None, None, self._dd_at_head())
         start = self.next_to_clean
-        if start + limit <= self.size:
-            batch = self._drain_clean(start, limit)
-            if batch is not None:
-                return batch
-        # The general path: wrap-around, bad descriptors, multi-descriptor frames.
+        # The fast path runs up to the ring's end, then on from slot 0.
+        first = min(limit, self.size - start)
+        batch = self._drain_clean(start, first)
+        if batch is None:
+            return self._drain_general(limit)
+        if first < limit and batch.count == first and batch.more_pending:
+            rest = min(limit - first, self.armed)
+            after = self._drain_clean(0, rest)
+            return _joined(batch, self._drain_general(rest) if after is None else after)
+        return batch
+
+    def _drain_general(self, limit: int) -> RxBatch:
+        """Every case: wrap-around, bad descriptors, multi-descriptor frames."""
+        start = self.next_to_clean
         wraps = start + limit > self.size
         pos = self._pos[start : start + limit]
         # Status first: the NIC writes DD after everything else.
@@ -392,8 +422,8 @@ class RxRing:
         # only where both bytes are.
         lo = body[self._len_at :: DESCRIPTOR_BYTES]
         hi = body[self._len_at + 1 :: DESCRIPTOR_BYTES]
-        top = max(hi)
-        if top >= self._hi_limit and int(lengths.max()) > self.buffer_size:
+        # High bytes at or above the buffer size's: maybe too long, look closer.
+        if hi.translate(None, self._hi_in_range) and int(lengths.max()) > self.buffer_size:
             return None
         if 0 in lo and 0 in hi and not lengths.all():
             return None
@@ -403,8 +433,10 @@ class RxRing:
             copy = None
         else:
             slots = _EMPTY_SLOTS
-            # Frames under 256 bytes: the longest is the largest low byte.
-            width = max(lo) if top == 0 else int(lengths.max())
+            # The longest frame; for a few short ones, their largest low byte
+            # is cheaper than a numpy reduction.
+            short = done <= FEW and not hi.strip(b"\0")
+            width = max(lo) if short else int(lengths.max())
             copy = self.pool[start:end, :width].copy()
         rss = None if self._rss is None else self._rss[start:end].copy()
         self.next_to_clean = end % self.size
