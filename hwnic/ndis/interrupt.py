@@ -2,9 +2,10 @@
 
 :func:`register_interrupt` picks the interrupt type (MSI-X, then MSI, then
 line-based, or the one the miniport insists on), has the source wire one
-eventfd per message, builds the message table, starts a DPC worker on each
-message's target CPU and the dispatcher thread, and returns a
-:class:`NdisInterrupt`. The ISR may run before it returns.
+eventfd per message, builds the message table, starts one processor thread
+per target CPU (it takes the interrupts of the messages affine to that CPU
+and runs the DPCs queued to it, see :mod:`hwnic.ndis.processor`), and
+returns a :class:`NdisInterrupt`. The ISR may run before it returns.
 
 Handlers per type: MSI-X always uses the message set; MSI uses the message set
 when the miniport gave one (NDIS treats every message-signalled interrupt
@@ -21,8 +22,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from hwnic.errors import HwnicError, InterruptError
-from hwnic.ndis.dispatcher import Dispatcher
 from hwnic.ndis.dpc import DpcBatch
+from hwnic.ndis.processor import Processor, this_processor
 from hwnic.ndis.source import InterruptSource, InterruptType
 from hwnic.ndis.stats import InterruptStats, IsrCounters, MessageStats
 from hwnic.ndis.types import InterruptCharacteristics, MessageInfo, MiniportAdapter
@@ -67,25 +68,27 @@ class _Message:
         self.counters = IsrCounters()
 
     def service(self, t_ns: int) -> None:
-        """Called by the dispatcher when this message's eventfd fires."""
+        """Called by the message's processor when its eventfd fires."""
         counters = self.counters
         counters.interrupts += 1
-        self.owner._isr_t_ns = t_ns
         try:
-            with self.isr_lock:
-                recognized, queue_default, targets = self.isr()
-        except Exception as exc:
-            counters.isr_errors += 1
-            self.owner._report(exc)
-            recognized, queue_default, targets = False, False, 0
+            with self.isr_lock:  # counted and queued under it, so wait_idle sees a whole ISR
+                try:
+                    recognized, queue_default, targets = self.isr()
+                except Exception as exc:
+                    counters.isr_errors += 1
+                    self.owner._report(exc)
+                    recognized, queue_default, targets = False, False, 0
+                if not recognized:
+                    counters.not_mine += 1
+                if queue_default and not targets:
+                    self.batch.queue_default_from_isr(t_ns)  # the common case, kept short
+                elif queue_default or targets:
+                    # Queued whatever the ISR returned, as NDIS does.
+                    self.batch.queue(queue_default, targets, None, t_ns, True)
         finally:
             if self.unmask_line is not None:
                 self.unmask_line()  # VFIO masked the line on delivery; the ISR has quieted it
-        if not recognized:
-            counters.not_mine += 1
-        if queue_default or targets:
-            # Queued whatever the ISR returned, as NDIS does.
-            self.batch.queue(queue_default, targets, None, t_ns, True)
 
 
 class NdisInterrupt:
@@ -109,8 +112,10 @@ class NdisInterrupt:
         self.errors: list[BaseException] = []  # exceptions raised by the miniport's handlers
         self._errors_lock = threading.Lock()
         self._messages: list[_Message] = []
-        self._dispatcher: Dispatcher | None = None
-        self._isr_t_ns = 0  # start of the ISR in progress (dispatcher thread only)
+        self._processors: dict[int, Processor] = {}  # by CPU
+        self._processors_lock = threading.Lock()
+        self._running = False  # processors started (new ones start when created)
+        self._start_timeout = DEFAULT_STOP_TIMEOUT
         self._state_lock = threading.Lock()
         self._deregistered = False
 
@@ -127,9 +132,9 @@ class NdisInterrupt:
         Returns 0 once deregistration has begun.
         """
         message = self._message(message_id)
-        dispatcher = self._dispatcher
-        from_isr = dispatcher is not None and threading.get_ident() == dispatcher.ident
-        t_isr = self._isr_t_ns if from_isr else 0
+        here = this_processor()
+        from_isr = here is not None and here.owner is self and here.in_isr
+        t_isr = here.isr_t_ns if here is not None and from_isr else 0
         return message.batch.queue(False, target_processors, context, t_isr, from_isr)
 
     def synchronize(self, message_id: int, fn: Callable[..., T], *args: Any) -> T:
@@ -141,7 +146,10 @@ class NdisInterrupt:
             return fn(*args)
 
     def wait_idle(self, timeout: float | None = None) -> bool:
-        """Wait until no DPC of any message is waiting or running; False on timeout."""
+        """Wait until no ISR is in progress and no DPC is waiting or running; False on timeout."""
+        for message in self._messages:
+            with message.isr_lock:  # an ISR in progress has counted and queued its DPCs
+                pass
         return all(m.batch.wait_idle(timeout) for m in self._messages)
 
     def deregister(self, timeout: float = DEFAULT_STOP_TIMEOUT) -> None:
@@ -154,11 +162,8 @@ class NdisInterrupt:
         with self._state_lock:
             if self._deregistered:
                 return
-            me = threading.get_ident()
-            dispatcher = self._dispatcher
-            if (dispatcher is not None and me == dispatcher.ident) or any(
-                me in m.batch.worker_idents() for m in self._messages
-            ):
+            here = this_processor()
+            if here is not None and here.owner is self:
                 raise InterruptError(
                     "deregister_interrupt called from this interrupt's own ISR or DPC",
                     "deregister from the miniport's halt path instead",
@@ -167,10 +172,7 @@ class NdisInterrupt:
             for message in self._messages:
                 message.batch.begin_close()  # from now on nothing new is queued or started
         try:
-            if dispatcher is not None:
-                dispatcher.stop(timeout)
-            for message in self._messages:
-                message.batch.close(timeout)
+            self._stop_processors(timeout)
         finally:
             try:
                 self.source.disconnect(self.granted_type)
@@ -219,6 +221,32 @@ class NdisInterrupt:
                 f"{self.granted_type} was granted with {len(self._messages)} message(s)",
             )
         return self._messages[message_id]
+
+    def _processor(self, cpu: int) -> Processor:
+        """The processor of ``cpu``, started on first use (a DPC aimed at a new CPU)."""
+        with self._processors_lock:
+            processor = self._processors.get(cpu)
+            if processor is None:
+                processor = Processor(self, f"ndis-{self.adapter.name}", cpu, self._report)
+                self._processors[cpu] = processor
+                if self._running:
+                    processor.start(self._start_timeout)
+            return processor
+
+    def _start_processors(self, timeout: float) -> None:
+        # Not under the lock: a first-pass ISR may aim a DPC at a CPU with no processor yet.
+        with self._processors_lock:
+            self._start_timeout = timeout
+            self._running = True
+            processors = list(self._processors.values())
+        for processor in processors:
+            processor.start(timeout)
+
+    def _stop_processors(self, timeout: float) -> None:
+        with self._processors_lock:
+            processors = list(self._processors.values())
+        for processor in processors:
+            processor.stop(timeout)
 
     def _report(self, exc: BaseException) -> None:
         with self._errors_lock:
@@ -339,8 +367,7 @@ def register_interrupt(
         if len(fds) != count:
             raise InterruptError(f"the source wired {len(fds)} eventfds for {count} {kind} vectors")
         _build(interrupt, characteristics, kind, fds, cpus, frozenset(allowed), budget, time_bound)
-        assert interrupt._dispatcher is not None
-        interrupt._dispatcher.start(timeout)
+        interrupt._start_processors(timeout)
     except BaseException:
         _abandon(interrupt, timeout)
         raise
@@ -360,7 +387,6 @@ def _build(
     context = interrupt.context
     use_messages = kind.message_signaled and ch.has_message_handlers
     unmask = interrupt.source.unmask_line if kind is InterruptType.LINE_BASED else None
-    handlers = {}
     table = []
     for message_id, (fd, cpu) in enumerate(zip(fds, cpus, strict=True)):
         if use_messages:
@@ -378,26 +404,31 @@ def _build(
             else None
         )
         batch = DpcBatch(
-            message_id, cpu, allowed, dpc, enable, before, budget, time_bound, interrupt._report
+            message_id,
+            cpu,
+            allowed,
+            dpc,
+            enable,
+            before,
+            budget,
+            time_bound,
+            interrupt._report,
+            interrupt._processor,
         )
         info = MessageInfo(message_id=message_id, vector=message_id, target_cpu=cpu)
         message = _Message(interrupt, info, isr, batch, unmask)
         interrupt._messages.append(message)
         table.append(info)
-        handlers[fd] = message.service
+        interrupt._processor(cpu).add_interrupt(fd, message.service)
     interrupt.messages = tuple(table)
-    interrupt._dispatcher = Dispatcher(
-        f"ndis-isr-{interrupt.adapter.name}", handlers, interrupt._report
-    )
 
 
 def _abandon(interrupt: NdisInterrupt, timeout: float) -> None:
     """Undo a registration that failed half-way."""
     try:
-        if interrupt._dispatcher is not None:
-            interrupt._dispatcher.stop(timeout)
         for message in interrupt._messages:
-            message.batch.close(timeout)
+            message.batch.begin_close()
+        interrupt._stop_processors(timeout)
     finally:
         interrupt._deregistered = True
         if interrupt.adapter._interrupt is interrupt:

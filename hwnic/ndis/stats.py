@@ -1,6 +1,6 @@
 """Per-message interrupt statistics: counters and log2 histograms.
 
-Every counter has one writer (the dispatcher thread, one DPC worker, or code
+Every counter has one writer (a message's processor thread, one DPC slot, or code
 holding the message's batch lock), so the hot paths need no extra locking;
 :class:`MessageStats` is a merged snapshot taken on demand.
 """
@@ -30,14 +30,16 @@ class Log2Histogram:
         self.max = 0
 
     def add(self, value: int) -> None:
+        # A hot path (twice per DPC): as few attribute writes as possible.
         if value < 0:
             value = 0  # clocks are monotonic; guard anyway so a bucket index is valid
         self.counts[value.bit_length()] += 1
-        if not self.count or value < self.min:
-            self.min = value
+        count = self.count
         if value > self.max:
             self.max = value
-        self.count += 1
+        if value < self.min or not count:
+            self.min = value
+        self.count = count + 1
         self.total += value
 
     def merge(self, other: Log2Histogram) -> None:
@@ -112,7 +114,7 @@ class Log2Histogram:
 
 
 class IsrCounters:
-    """Written only by the dispatcher thread."""
+    """Written only by the message's processor thread (its ISR)."""
 
     __slots__ = ("interrupts", "isr_errors", "not_mine")
 
@@ -146,7 +148,7 @@ class BatchCounters:
 
 
 class WorkerCounters:
-    """Written only by one DPC worker thread."""
+    """Written only by one DPC slot, on its processor's thread."""
 
     __slots__ = (
         "dpc_errors",

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from hwnic.ndis.dpc import current_processor
+from hwnic.ndis.processor import current_processor
 from hwnic.ndis.types import (
     ISR_QUEUE_DEFAULT_DPC,
     InterruptCharacteristics,

@@ -1,9 +1,10 @@
-"""ISR semantics: recognition, DPC requests, the dispatcher thread, lines, synchronize."""
+"""ISR semantics: recognition, DPC requests, the processor threads, lines, synchronize."""
 
 from __future__ import annotations
 
 import os
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -16,6 +17,7 @@ from hwnic.ndis import (
     IsrResult,
     MiniportAdapter,
     NdisInterrupt,
+    current_processor,
     register_interrupt,
 )
 from hwnic.ndis.testing import RecordingMiniport
@@ -120,17 +122,34 @@ def test_mask_naming_cpus_outside_affinity_runs_on_the_message_cpu() -> None:
         m.wait_count("enable", 2)
 
 
-def test_isrs_run_on_one_dispatcher_thread_never_in_a_dpc() -> None:
-    m = RecordingMiniport(isr_script=lambda _m: IsrResult(True, False, BOTH_MASK))
+def test_isrs_run_on_their_message_cpu_and_never_inside_a_dpc() -> None:
+    in_dpc: set[int] = set()  # threads inside a DPC call right now
+    nested: list[int] = []
+    isr_cpus: list[tuple[int, int | None]] = []
+
+    def isr_script(message_id: int) -> IsrResult:
+        if threading.get_ident() in in_dpc:
+            nested.append(message_id)
+        isr_cpus.append((message_id, current_processor()))
+        return IsrResult(True, False, BOTH_MASK)
+
+    def dpc_script(_m: int, _ctx: Any, _t: Any) -> None:
+        me = threading.get_ident()
+        in_dpc.add(me)
+        time.sleep(0.002)  # give an interrupt time to arrive during the DPC
+        in_dpc.discard(me)
+
+    m = RecordingMiniport(isr_script=isr_script, dpc_script=dpc_script)
     with register(m, MSIX) as i:
-        for n in range(1, 6):
+        for n in range(1, 11):
             i.source.fire(n % 2)  # type: ignore[attr-defined]
             m.wait_count("isr", n)
         quiesce(i)
+        targets = {info.message_id: info.target_cpu for info in i.messages}
+        assert all(cpu == targets[msg] for msg, cpu in isr_cpus)  # the message's processor
+        assert nested == []  # an ISR waits for the DPC on its CPU, never runs inside it
         isr_threads = {c.thread for c in m.calls("isr")}
-        dpc_threads = {c.thread for c in m.calls("dpc")}
-        assert len(isr_threads) == 1
-        assert isr_threads.isdisjoint(dpc_threads)
+        assert len(isr_threads) == len(set(targets.values()))  # one thread per target CPU
         assert threading.get_ident() not in isr_threads
 
 
