@@ -199,3 +199,13 @@ def test_blacklist_spares_what_the_lab_loads() -> None:
     needed = _module_closure(release, LAB_MODULES)
     assert {"vfio_pci", "vfio", "irqbypass", "virtio_console"} <= needed
     assert needed.isdisjoint(qemu.GUEST_MODULE_BLACKLIST)
+
+
+def test_tcg_guest_gets_a_tsc_clock_kvm_keeps_its_own(paths: LabPaths) -> None:
+    nics = plan_nics(["igb"])
+    tcg = vng_command(_vng_opts(kvm=False), nics, paths)
+    assert {"--append=tsc=reliable", "--append=clocksource=tsc"} <= set(tcg)
+    assert "max,+invtsc" in shlex.split(tcg[-1].removeprefix("--qemu-opts="))
+    kvm = vng_command(_vng_opts(kvm=True), nics, paths)
+    assert not any("tsc" in a for a in kvm[:-1])
+    assert "-cpu" not in shlex.split(kvm[-1].removeprefix("--qemu-opts="))
