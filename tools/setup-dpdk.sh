@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Install DPDK's testpmd (22.11 on bookworm) for tools/compare_dpdk.py. In
+# Debian, dpdk-testpmd is in `dpdk-dev`, not in `dpdk`, and the Intel 1 GbE
+# poll-mode driver (e1000, e1000e and igb ports) is `librte-net-e1000-23`, only
+# a Recommends of `dpdk`, so all three are named. Only that comparison needs it; tools/test.sh and
+# tools/run.sh do not. The QEMU lab guest shares the host's root file system,
+# so installing on the host is what makes testpmd available inside the lab.
+# Idempotent: does nothing when dpdk-testpmd is already there.
+set -euo pipefail
+say() { printf '[setup-dpdk] %s\n' "$*" >&2; }
+
+pmd_e1000=$(ls /usr/lib/*/dpdk/pmds-*/librte_net_e1000.so* 2>/dev/null | head -1 || true)
+if command -v dpdk-testpmd >/dev/null && [ -n "$pmd_e1000" ]; then
+    say "ready: $(command -v dpdk-testpmd)"
+    exit 0
+fi
+if [ "$(id -u)" != 0 ]; then
+    say "dpdk-testpmd is missing; run this script as root (it uses apt-get install dpdk)"
+    exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+packages=(dpdk dpdk-dev librte-net-e1000-23)
+say "installing ${packages[*]} (apt-get)"
+if ! apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null; then
+    say "apt-get install failed: refreshing the package lists and trying again"
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
+fi
+command -v dpdk-testpmd >/dev/null || { say "dpdk is installed but dpdk-testpmd is not on PATH"; exit 1; }
+say "ready: $(command -v dpdk-testpmd)"
