@@ -24,6 +24,7 @@ from hwnic.nic.descriptors import (
     RX_FRAME_ERRORS,
     TX_CMD_SHIFT,
     TX_CMD_SINGLE,
+    TX_STATUS_OFFSET,
     RxFormat,
     RxStatus,
     TxStatus,
@@ -33,9 +34,14 @@ from hwnic.nic.descriptors import (
 
 # Plain ints for the hot path: IntFlag arithmetic costs microseconds per use.
 _DD = np.uint8(int(RxStatus.DD))
+_DD_BIT = int(RxStatus.DD)
 _EOP = np.uint8(int(RxStatus.EOP))
 _FRAME_ERRORS = np.uint8(int(RX_FRAME_ERRORS))
-_TX_DD = np.uint8(int(TxStatus.DD))
+# TX status byte -> 1 once the NIC wrote DD back, else 0 (_NOT_DONE).
+_TX_DONE_CLASS = bytes(1 if b & TxStatus.DD else 0 for b in range(256))
+# The second quadword of a posted TX descriptor, less the length: a whole frame.
+_TX_CMD_QWORD = np.uint64(int(TX_CMD_SINGLE) << TX_CMD_SHIFT)
+_CAST_TO_U64: dict[str, Any] = {"dtype": np.uint64, "casting": "unsafe"}
 
 # Status byte -> class, for bytes.translate on a whole window at once: one
 # C-level pass finds the completed run and whether any frame spans descriptors.
@@ -43,28 +49,29 @@ _NOT_DONE, _DONE_EOP, _DONE_MORE = b"\x00", b"\x01", b"\x02"
 _STATUS_CLASS = bytes(
     0 if not b & RxStatus.DD else 1 if b & RxStatus.EOP else 2 for b in range(256)
 )
-# Error byte -> 1 if it carries a frame error (checksum results are not errors).
-_HAS_FRAME_ERROR = bytes(1 if b & RX_FRAME_ERRORS else 0 for b in range(256))
+# Error bytes without a frame error (checksum results are not errors): deleted
+# with bytes.translate, whatever is left is a frame error.
+_NO_FRAME_ERROR = bytes(b for b in range(256) if not b & RX_FRAME_ERRORS)
+# _AT_MOST[w]: the byte values 0..w, deleted to find a byte above w.
+_AT_MOST = [bytes(range(w + 1)) for w in range(256)]
+_ZERO = b"\x00"
 DESCRIPTOR_BYTES = 16
 U16_BYTES = 2
+U32_BYTES = 4
+U32_PER_DESC = DESCRIPTOR_BYTES // U32_BYTES
 BITS_PER_BYTE = 8
 FEW = 64  # up to this many frames, Python's max() on bytes beats a reduction
+# From this many frames on, the copy out of the pool goes row by row as one
+# fixed-size item each (a 1-D copy), not as a 2-D array: numpy's 2-D strided
+# copy costs about twice as much per row.
+ITEM_COPY_MIN = 128
 UNSUMMED_MAX = 64  # fast-path batches whose bytes are summed together
 
 TailWriter = Callable[[int], None]
-LEGACY_TX_STATUS_OFFSET = 12  # byte holding DD in a legacy TX descriptor
 
 
 def _no_barrier() -> None:
     """Host tests: ordinary memory needs no fence."""
-
-
-def _window(start: int, count: int, size: int) -> list[slice]:
-    """The ring positions start..start+count-1 as at most two slices (wrap-around)."""
-    end = start + count
-    if end <= size:
-        return [slice(start, end)]
-    return [slice(start, size), slice(0, end - size)]
 
 
 class RxBatch:
@@ -73,9 +80,20 @@ class RxBatch:
     In copy mode ``frames`` is a compact copy (count x longest frame). In
     zero-copy mode the frames stay in the ring's buffers (``frame(i)`` is a
     view) until :meth:`release`; the ring never re-arms a buffer a batch holds.
+    ``rss`` (hashes, or None for layouts without one) is decoded on first use
+    from the drain's snapshot of the descriptors.
     """
 
-    __slots__ = ("_copy", "_released", "_ring", "lengths", "more_pending", "rss", "slots")
+    __slots__ = (
+        "_copy",
+        "_released",
+        "_ring",
+        "_rss",
+        "_rss_source",
+        "lengths",
+        "more_pending",
+        "slots",
+    )
 
     def __init__(
         self,
@@ -85,12 +103,15 @@ class RxBatch:
         copy: np.ndarray | None,
         rss: np.ndarray | None,
         more_pending: bool,
+        rss_source: tuple[bytes, int] | None = None,
     ) -> None:
         self._ring = ring
         self.slots = slots
         self.lengths = lengths
         self._copy = copy
-        self.rss = rss
+        self._rss = rss
+        # (descriptor snapshot, index of the hash's first u32): rss decoded lazily.
+        self._rss_source = rss_source
         self.more_pending = more_pending
         self._released = copy is not None or not len(slots)
 
@@ -101,6 +122,15 @@ class RxBatch:
     @property
     def zero_copy(self) -> bool:
         return self._copy is None
+
+    @property
+    def rss(self) -> np.ndarray | None:
+        """RSS hash of each frame (uint32), or None for layouts without one."""
+        if self._rss_source is not None:
+            body, first = self._rss_source
+            self._rss = np.frombuffer(body, "<u4")[first::U32_PER_DESC].copy()
+            self._rss_source = None
+        return self._rss
 
     @property
     def frames(self) -> np.ndarray:
@@ -202,26 +232,37 @@ class RxRing:
             else self.raw[:, fmt.rss_offset : fmt.rss_offset + 4].view("<u4")[:, 0]
         )
         self._pos = np.concatenate([np.arange(size), np.arange(size)])
-        # Byte-level fast path: where the error byte and the length u16 sit.
+        # Byte-level fast path: where the error byte, the length u16 and the hash sit.
         if lo % U16_BYTES:
             raise ValueError(f"{fmt.name}: the length field must be 16-bit aligned")
+        if fmt.rss_offset is not None and fmt.rss_offset % U32_BYTES:
+            raise ValueError(f"{fmt.name}: the RSS hash must be 32-bit aligned")
+        self._status_at = fmt.status_offset
         self._err_at = fmt.error_offset
         self._len_u16 = lo // U16_BYTES
         self._u16_per_desc = DESCRIPTOR_BYTES // U16_BYTES
         self._len_at = lo
+        self._rss_u32 = None if fmt.rss_offset is None else fmt.rss_offset // U32_BYTES
         # High-byte values that keep a length below the buffer size.
         self._hi_in_range = bytes(range(min(self.buffer_size >> BITS_PER_BYTE, 256)))
+        self._width = 0  # the last short batch's copy width: usually the next one's
+        # Copy width -> the pool's rows as one fixed-size item each (see ITEM_COPY_MIN).
+        self._row_items: dict[int, np.ndarray | None] = {}
         self._unsummed: list[np.ndarray] = []
-        # The pool slot behind each descriptor, and the slots nobody uses.
-        self.desc_slot = np.full(size, -1, dtype=np.int64)
+        # The pool slot behind each descriptor. Only the armed window
+        # next_to_clean .. tail-1 is meaningful (see desc_slot); a drain
+        # leaves the entries it consumed as they were.
+        self._slot = np.arange(size, dtype=np.int64)
         self._free = np.arange(len(pool), dtype=np.int64)
         self._free_top = len(pool)  # _free[:_free_top] are free
         if not zero_copy:
             self._free_top = 0  # descriptor i owns slot i; copies never hold a slot
-            self.desc_slot[:] = np.arange(size)
-        # Copy mode: each descriptor as armed (its own buffer's IOVA, then zero).
+        # Each descriptor or pool slot as armed (the buffer's IOVA, then zero
+        # write-back), so arming is one copy (copy mode) or one gather (zero-copy).
         self._armed_copy = np.zeros((size, 2), dtype=np.uint64)
         self._armed_copy[:, 0] = self.slot_iova[:size]
+        self._armed_slot = np.zeros((len(pool), 2), dtype=np.uint64)
+        self._armed_slot[:, 0] = self.slot_iova
         self._free_lock = threading.Lock()
         self.next_to_clean = 0
         self.tail = 0
@@ -246,11 +287,18 @@ class RxRing:
 
     # -- buffers -------------------------------------------------------------------
 
-    def _take(self, count: int) -> np.ndarray:
-        with self._free_lock:
-            count = min(count, self._free_top)
-            self._free_top -= count
-            return self._free[self._free_top : self._free_top + count].copy()
+    @property
+    def desc_slot(self) -> np.ndarray:
+        """The pool slot behind each descriptor, -1 where none is armed (a fresh array).
+
+        Copy mode: descriptor i owns slot i for good.
+        """
+        if not self.zero_copy:
+            return np.arange(self.size, dtype=np.int64)
+        slots = np.full(self.size, -1, dtype=np.int64)
+        pos = self._pos[self.next_to_clean : self.next_to_clean + self.armed]
+        slots[pos] = self._slot[pos]
+        return slots
 
     def give_back(self, slots: np.ndarray) -> None:
         """Return buffer slots to the pool (thread-safe: consumers call it)."""
@@ -280,38 +328,48 @@ class RxRing:
             self.short = False
             return 0
         start = self.tail
+        first = self.size - start  # descriptors before the ring's end
+        qwords = self.qwords
         if self.zero_copy:
-            slots = self._take(want)
-            n = len(slots)
+            # Under the lock: the slots are read straight off the free stack,
+            # which a releasing consumer would otherwise overwrite.
+            with self._free_lock:
+                top = self._free_top
+                n = min(want, top)
+                fresh = self._free[top - n : top]
+                # Both quadwords of each descriptor (IOVA, then zero) in one gather.
+                if n <= first:
+                    self._slot[start : start + n] = fresh
+                    self._armed_slot.take(fresh, 0, qwords[start : start + n], "clip")
+                else:  # around the ring's end: a second run from descriptor 0
+                    self._slot[start:] = fresh[:first]
+                    self._slot[: n - first] = fresh[first:]
+                    self._armed_slot.take(fresh[:first], 0, qwords[start:], "clip")
+                    self._armed_slot.take(fresh[first:], 0, qwords[: n - first], "clip")
+                self._free_top = top - n
+            if n < want:
+                self.short = True
+                self.counters["starved"] += 1
+                if n == 0:
+                    return 0
+            else:
+                self.short = False
         else:
-            n = want  # copy mode: descriptor i owns pool slot i for good
-        self.short = n < want
-        if self.short:
-            self.counters["starved"] += 1
-        if n == 0:
-            return 0
-        end = start + n
-        first = min(n, self.size - start)
-        self._arm(slice(start, start + first), slots[:first] if self.zero_copy else None)
-        if first < n:  # around the ring's end: a second run from descriptor 0
-            self._arm(slice(0, n - first), slots[first:] if self.zero_copy else None)
+            # Copy mode: descriptor i owns pool slot i for good, so the armed
+            # descriptors are a template.
+            n = want
+            if n <= first:
+                qwords[start : start + n] = self._armed_copy[start : start + n]
+            else:
+                qwords[start:] = self._armed_copy[start:]
+                qwords[: n - first] = self._armed_copy[: n - first]
+            self.short = False
         self.armed += n
-        self.tail = end % self.size
+        self.tail = start + n if n < first else start + n - self.size
         self._wmb()  # descriptors reach memory before the NIC sees the new tail
         self._write_tail(self.tail)
         self.counters["tail_writes"] += 1
         return n
-
-    def _arm(self, where: slice, slots: np.ndarray | None) -> None:
-        """Give the descriptors ``where`` their buffers (zero-copy: ``slots``)."""
-        # Write-back formats overwrite the address quadword, so re-write it;
-        # zeroing the second clears DD and the rest of the write-back.
-        if slots is None:
-            self.qwords[where] = self._armed_copy[where]  # descriptor i owns slot i
-        else:
-            self.desc_slot[where] = slots
-            self.qwords[where, 0] = self.slot_iova[slots]
-            self.qwords[where, 1] = 0
 
     # -- receiving -----------------------------------------------------------------
 
@@ -359,7 +417,7 @@ class RxRing:
         bad = (lengths == 0) | (lengths > self.buffer_size) | ((errors & _FRAME_ERRORS) != 0)
         if single is not None:
             bad |= ~single
-        slots = self.desc_slot[pos] if self.zero_copy else pos
+        slots = self._slot[pos] if self.zero_copy else pos
         rss = None
         if self._rss is not None:
             rss = self._rss.take(pos)
@@ -382,10 +440,8 @@ class RxRing:
         self.counters["descriptors"] += used
         self.counters["frames"] += len(lengths)
         self.counters["bytes"] += int(lengths.sum(dtype=np.int64))
-        if self.zero_copy:
-            self.desc_slot[pos] = -1
-            if good is not None:
-                self.give_back(slots[~good])
+        if self.zero_copy and good is not None:
+            self.give_back(slots[~good])
         self.replenish()
         return RxBatch(
             self,
@@ -402,7 +458,8 @@ class RxRing:
         Taken when the completed run does not wrap and every descriptor in it
         is a whole frame (EOP), without error bits, with a length in
         1..buffer size. Status is read first (the NIC writes DD last), the
-        rest of the run from a second snapshot.
+        rest of the run from a second snapshot; the checks work on that
+        snapshot's bytes (C-level bytes methods cost a tenth of a numpy call).
         """
         classes = self._status[start : start + limit].tobytes().translate(_STATUS_CLASS)
         done = classes.find(_NOT_DONE)
@@ -414,31 +471,46 @@ class RxRing:
             return None
         end = start + done
         body = self.raw[start:end].tobytes()
-        if 1 in body[self._err_at :: DESCRIPTOR_BYTES].translate(_HAS_FRAME_ERROR):
+        if body[self._err_at :: DESCRIPTOR_BYTES].translate(None, _NO_FRAME_ERROR):
             return None
         lengths = np.frombuffer(body, "<u2")[self._len_u16 :: self._u16_per_desc]
-        # Lengths checked on their bytes where that settles it (no reduction):
-        # a high byte below the buffer's means in range, and a length is zero
-        # only where both bytes are.
         lo = body[self._len_at :: DESCRIPTOR_BYTES]
-        hi = body[self._len_at + 1 :: DESCRIPTOR_BYTES]
-        # High bytes at or above the buffer size's: maybe too long, look closer.
-        if hi.translate(None, self._hi_in_range) and int(lengths.max()) > self.buffer_size:
-            return None
-        if 0 in lo and 0 in hi and not lengths.all():
-            return None
-        if self.zero_copy:
-            slots = self.desc_slot[start:end].copy()
-            self.desc_slot[start:end] = -1
+        # The high bytes that are not zero: none for frames below 256 bytes.
+        hi = body[self._len_at + 1 :: DESCRIPTOR_BYTES].translate(None, _ZERO)
+        zero_copy = self.zero_copy
+        if not hi:
+            if 0 in lo:  # a zero length
+                return None
+            width = self._width  # the longest frame: usually the last batch's
+            if not zero_copy and (lo.translate(None, _AT_MOST[width]) or width not in lo):
+                width = max(lo) if done <= FEW else int(lengths.max())
+                self._width = width
+        else:
+            # Lengths checked on their bytes where that settles it: a high byte
+            # below the buffer size's means in range, and a length is zero only
+            # where both bytes are.
+            if 0 in lo and len(hi) < done and not lengths.all():
+                return None
+            width = 0
+            if hi.translate(None, self._hi_in_range) or not zero_copy:
+                width = int(lengths.max())
+                if width > self.buffer_size:
+                    return None
+        if zero_copy:
+            slots = self._slot[start:end].copy()
             copy = None
         else:
             slots = _EMPTY_SLOTS
-            # The longest frame; for a few short ones, their largest low byte
-            # is cheaper than a numpy reduction.
-            short = done <= FEW and not hi.strip(b"\0")
-            width = max(lo) if short else int(lengths.max())
-            copy = self.pool[start:end, :width].copy()
-        rss = None if self._rss is None else self._rss[start:end].copy()
+            items = None
+            if done >= ITEM_COPY_MIN:
+                if width not in self._row_items:
+                    self._row_items[width] = _row_items(self.pool, width)
+                items = self._row_items[width]
+            if items is None:
+                copy = self.pool[start:end, :width].copy()
+            else:
+                copy = np.ndarray((done, width), np.uint8, items[start:end].copy())
+        rss = None if self._rss_u32 is None else (body, self._rss_u32)
         self.next_to_clean = end % self.size
         self.armed -= done
         c = self.counters
@@ -448,7 +520,9 @@ class RxRing:
         if len(self._unsummed) >= UNSUMMED_MAX:
             self._sum_bytes()
         self.replenish()
-        return RxBatch(self, slots, lengths, copy, rss, self._dd_at_head())
+        # More pending: the NIC already completed the next descriptor.
+        more = self.raw.item(self.next_to_clean, self._status_at) & _DD_BIT and self.armed > 0
+        return RxBatch(self, slots, lengths, copy, None, bool(more), rss)
 
     def _frames(self, eop: np.ndarray, done: int) -> tuple[int, np.ndarray]:
         """Descriptors to consume and which of them are whole one-descriptor frames.
@@ -487,8 +561,7 @@ class RxRing:
         hold stay theirs. The caller re-arms with :meth:`replenish`.
         """
         if self.zero_copy:
-            armed = self.desc_slot[self.desc_slot >= 0]
-            self.desc_slot[:] = -1
+            armed = self._slot[self._pos[self.next_to_clean : self.next_to_clean + self.armed]]
             with self._free_lock:  # no refill hook: the caller re-arms
                 n = len(armed)
                 self._free[self._free_top : self._free_top + n] = armed
@@ -501,7 +574,7 @@ class RxRing:
         """Whether the NIC already completed the next descriptor (more pending)."""
         if self.armed == 0:
             return False
-        return bool(self._status[self.next_to_clean] & _DD)
+        return bool(self.raw.item(self.next_to_clean, self._status_at) & _DD_BIT)
 
     def _sum_bytes(self) -> None:
         """Fold the fast path's pending lengths into the byte counter (drain's thread only)."""
@@ -515,6 +588,29 @@ class RxRing:
         unsummed = int(np.concatenate(pending).sum(dtype=np.int64)) if pending else 0
         counters = {**self.counters, "bytes": self.counters["bytes"] + unsummed}
         return {**counters, "armed": self.armed, "free_buffers": self.free_buffers}
+
+
+_ITEM_DTYPES: dict[tuple[int, int], np.dtype] = {}
+
+
+def _row_items(rows: np.ndarray, width: int) -> np.ndarray | None:
+    """Each row's first ``width`` bytes as one item of a 1-D array (a view), or None.
+
+    numpy copies such items about twice as fast as the same bytes as a 2-D
+    (rows x width) array. None when the rows are not contiguous bytes.
+    """
+    if rows.ndim != 2 or rows.strides[1] != 1 or not 0 < width <= rows.shape[1]:
+        return None
+    key = (width, rows.shape[1])
+    item = _ITEM_DTYPES.get(key)
+    if item is None:
+        item = _ITEM_DTYPES[key] = np.dtype(
+            {"names": ["frame"], "formats": [f"V{width}"], "offsets": [0], "itemsize": key[1]}
+        )
+    try:
+        return rows.view(item)[:, 0]["frame"]
+    except ValueError:
+        return None
 
 
 class TxRing:
@@ -547,6 +643,17 @@ class TxRing:
         self.slot_iova = buffers_iova + np.arange(size, dtype=np.uint64) * np.uint64(
             self.buffer_size
         )
+        # Strided views: the second quadword (length, cso, cmd, status, css,
+        # special), the status byte and the length.
+        self._q1 = self.qwords[:, 1]
+        self._status = self.raw[:, TX_STATUS_OFFSET]
+        self._length = self.descs["length"]
+        # Copy width -> the buffers as one fixed-size item each (see ITEM_COPY_MIN).
+        self._row_items: dict[int, np.ndarray | None] = {}
+        # Frames posted since the byte counter was last brought up to date: the
+        # last ones before tail. Their lengths are summed from the descriptors
+        # (one reduction per many posts), before the ring can overwrite them.
+        self._unsummed = 0
         self.next_to_clean = 0
         self.tail = 0
         self.in_flight = 0
@@ -584,49 +691,99 @@ class TxRing:
             for i, f in enumerate(seq):  # list input only: arrays take the fast path
                 rows[i, : len(f)] = f
         lengths = np.asarray(lengths)
-        n = min(len(lengths), self.free)
-        if n < len(lengths):
+        n = len(lengths)
+        free = self.size - 1 - self.in_flight
+        if n > free:
             self.counters["ring_full"] += 1
+            n = free
+            lengths = lengths[:n]
         if n == 0:
             return 0
-        if int(lengths[:n].max()) > self.buffer_size:
+        longest = int(lengths.max())
+        if longest > self.buffer_size:
             self.counters["too_long"] += 1
             raise ValueError(f"frames longer than the {self.buffer_size}-byte TX buffers")
-        width = min(rows.shape[1], int(lengths[:n].max()))
-        done = 0
-        for part in _window(self.tail, n, self.size):
-            k = part.stop - part.start
-            self.buffers[part, :width] = rows[done : done + k, :width]
-            q1 = lengths[done : done + k].astype(np.uint64) | np.uint64(
-                int(TX_CMD_SINGLE) << TX_CMD_SHIFT
+        width = min(rows.shape[1], longest)
+        if self._unsummed + n >= self.size:
+            self._sum_bytes()  # the lengths about to be overwritten are counted first
+        start = self.tail
+        first = self.size - start  # descriptors before the ring's end
+        if n <= first:
+            self._fill(start, rows[:n], width)
+            # Length | command, status (DD) and the rest cleared, in one pass.
+            np.bitwise_or(
+                lengths, _TX_CMD_QWORD, out=self._q1[start : start + n], **_CAST_TO_U64
             )
-            self.qwords[part, 1] = q1  # cso, css, special 0; status (DD) cleared
-            done += k
-        self.tail = (self.tail + n) % self.size
+            self.tail = start + n if n < first else 0
+        else:  # around the ring's end: a second run from descriptor 0
+            self._fill(start, rows[:first], width)
+            self._fill(0, rows[first:n], width)
+            np.bitwise_or(lengths[:first], _TX_CMD_QWORD, out=self._q1[start:], **_CAST_TO_U64)
+            np.bitwise_or(
+                lengths[first:], _TX_CMD_QWORD, out=self._q1[: n - first], **_CAST_TO_U64
+            )
+            self.tail = n - first
         self.in_flight += n
+        self._unsummed += n
         self.counters["frames"] += n
-        self.counters["bytes"] += int(lengths[:n].sum(dtype=np.int64))
         self._wmb()
         self._write_tail(self.tail)
         self.counters["tail_writes"] += 1
         return n
 
+    def _fill(self, start: int, rows: np.ndarray, width: int) -> None:
+        """Copy ``rows[:, :width]`` into the buffers of descriptors ``start`` on."""
+        n = len(rows)
+        if n >= ITEM_COPY_MIN:
+            if width not in self._row_items:
+                self._row_items[width] = _row_items(self.buffers, width)
+            dst = self._row_items[width]
+            src = None if dst is None else _row_items(rows, width)
+            if dst is not None and src is not None:
+                dst[start : start + n] = src
+                return
+        self.buffers[start : start + n, :width] = rows[:, :width]
+
     def reclaim(self) -> int:
         """Free descriptors the NIC finished (DD written back); returns how many."""
-        if self.in_flight == 0:
+        pending = self.in_flight
+        if pending == 0:
             return 0
         start = self.next_to_clean
-        parts = _window(start, self.in_flight, self.size)
-        dd = np.concatenate([(self.raw[p, LEGACY_TX_STATUS_OFFSET] & _TX_DD) != 0 for p in parts])
-        done = self.in_flight if dd.all() else int(np.argmin(dd))
+        end = start + pending
+        if end <= self.size:
+            status = self._status[start:end].tobytes()
+        else:
+            status = self._status[start:].tobytes() + self._status[: end - self.size].tobytes()
+        done = status.translate(_TX_DONE_CLASS).find(_NOT_DONE)
+        if done < 0:
+            done = pending
         if done:
             self.next_to_clean = (start + done) % self.size
             self.in_flight -= done
             self.counters["reclaimed"] += done
         return done
 
+    def _sum_bytes(self) -> None:
+        """Bring the byte counter up to date (the posting thread only)."""
+        self.counters["bytes"] += self._pending_bytes()
+        self._unsummed = 0
+
+    def _pending_bytes(self) -> int:
+        """Bytes of the frames posted since the last :meth:`_sum_bytes`."""
+        n = self._unsummed
+        if n == 0:
+            return 0
+        start = self.tail - n
+        if start >= 0:
+            return int(self._length[start : self.tail].sum(dtype=np.int64))
+        return int(self._length[start:].sum(dtype=np.int64)) + int(
+            self._length[: self.tail].sum(dtype=np.int64)
+        )
+
     def reset(self) -> int:
         """Forget posted frames the NIC never completed (it was reset); returns how many."""
+        self._sum_bytes()  # before the lengths are cleared
         discarded = self.in_flight
         self.counters["reset_discards"] += discarded
         self.qwords[:, 1] = 0
@@ -634,4 +791,6 @@ class TxRing:
         return discarded
 
     def stats(self) -> dict[str, Any]:
-        return {**self.counters, "in_flight": self.in_flight}
+        # Any thread: the pending bytes are read, not folded in.
+        counters = {**self.counters, "bytes": self.counters["bytes"] + self._pending_bytes()}
+        return {**counters, "in_flight": self.in_flight}
