@@ -4,8 +4,9 @@ The pool holds ``POOL_FRAMES`` frames built once by :func:`hwnic.traffic.build`
 with sequence numbers 0..n-1. The payload pattern and checksum depend on the
 sequence number modulo 256 only, and the pool size is a multiple of 256, so
 frame ``s`` of the stream is pool row ``s % n`` with its 4-byte sequence
-field rewritten to ``s``: still a valid test frame, and the rewrite is one
-vectorised assignment per batch.
+field rewritten to ``s``: still a valid test frame. The rewrite happens once
+per pass over the pool (one vectorised assignment for all its rows), so a
+:meth:`FramePool.take` within a pass is two slices and no numpy arithmetic.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from hwnic.bench.options import SizeMix
 SEQ_PERIOD = 256  # the payload pattern repeats with the sequence number mod 256
 POOL_FRAMES = 4096
 SEQ_BYTES = 4
+SEQ_MASK = (1 << 32) - 1  # the sequence field is a u32: the stream's count wraps
 SIZE_SEED = 0x1E1000  # fixed: the order of a size mix is the same every run
 
 
@@ -45,15 +47,24 @@ class FramePool:
         self.lengths = lengths
         self.size = frames
         self.seq_col = traffic.payload_offset(bool(flows))
+        # Every row's sequence field as one big-endian u32 (a view), and the
+        # row numbers to add a pass's first sequence number to.
+        seq_field = self.frames[:, self.seq_col : self.seq_col + SEQ_BYTES]
+        self._seqs = seq_field.view(">u4")[:, 0]
+        self._rows = np.arange(frames, dtype=np.uint32)
+        self._pass = 0  # the pass over the pool whose sequence numbers the rows hold
 
     def take(self, sent: int, want: int) -> tuple[np.ndarray, np.ndarray]:
-        """Frames ``sent`` .. ``sent+want-1`` (fewer at the pool's end): a view and lengths."""
-        pos = sent % self.size
+        """Frames ``sent`` .. ``sent+want-1`` (fewer at the pool's end): a view and lengths.
+
+        The view stays valid until a take from another pass over the pool.
+        """
+        lap, pos = divmod(sent, self.size)
+        if lap != self._pass:  # a new pass: every row gets its sequence number for it
+            np.add(self._rows, np.uint32((lap * self.size) & SEQ_MASK), out=self._seqs)
+            self._pass = lap
         n = min(want, self.size - pos)
-        rows = self.frames[pos : pos + n]
-        seqs = (np.arange(sent, sent + n, dtype=np.uint64) & np.uint64(0xFFFFFFFF)).astype(">u4")
-        rows[:, self.seq_col : self.seq_col + SEQ_BYTES] = seqs.view(np.uint8).reshape(n, SEQ_BYTES)
-        return rows, self.lengths[pos : pos + n]
+        return self.frames[pos : pos + n], self.lengths[pos : pos + n]
 
     def bytes_of(self, sent: int, n: int) -> int:
         """Bytes (no FCS) of frames ``sent`` .. ``sent+n-1``, within one take."""
