@@ -44,6 +44,7 @@ import hwnic
 from hwnic.bench.options import BenchSettings, parse_batch, parse_budget, parse_sizes
 from hwnic.bench.report import machine
 from hwnic.bench.runner import Bench, RxCounter, open_kwargs
+from hwnic.errors import HwnicError
 from hwnic.lab.dpdk import DEFAULT_HUGEPAGES, Hugepages, TestPmd, testpmd_argv
 from hwnic.lab.guest import lab_pairs
 from hwnic.lab.topology import LabNic
@@ -401,6 +402,7 @@ def main() -> int:
             "in `hwnic lab run --memory 3G --nic igb --nic igb -- ...`"
         )
     models: dict[str, Runs] = {}
+    errors: dict[str, str] = {}
     interrupted = False
     with Hugepages(args.hugepages) as huge:
         for model, (a, b) in sorted(pairs.items()):
@@ -411,6 +413,9 @@ def main() -> int:
             except KeyboardInterrupt:
                 interrupted = True  # keep what was measured; the with blocks quit testpmd
                 break
+            except HwnicError as exc:  # one model failing still leaves the others' figures
+                errors[model] = str(exc)
+                print(f"compare_dpdk: {model} stopped: {exc}", file=sys.stderr, flush=True)
     rows = medians(models)
     ratio_rows = ratios(rows)
     show(
@@ -429,6 +434,7 @@ def main() -> int:
                     "host_load": args.host_load,
                     "settings": settings,
                     "interrupted": interrupted,
+                    "errors": errors,
                     "ports": {m: [p.address for p in pairs[m]] for m in models},
                     "models": models,
                     "medians": rows,
@@ -437,7 +443,7 @@ def main() -> int:
                 indent=1,
             )
         )
-    return 1 if interrupted else 0
+    return 1 if interrupted or errors else 0
 
 
 if __name__ == "__main__":

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Install DPDK's testpmd (22.11 on bookworm) for tools/compare_dpdk.py. In
-# Debian, dpdk-testpmd is in `dpdk-dev`, not in `dpdk`, and the Intel 1 GbE
-# poll-mode driver (e1000, e1000e and igb ports) is `librte-net-e1000-23`, only
-# a Recommends of `dpdk`, so all three are named. Only that comparison needs it; tools/test.sh and
-# tools/run.sh do not. The QEMU lab guest shares the host's root file system,
-# so installing on the host is what makes testpmd available inside the lab.
-# Idempotent: does nothing when dpdk-testpmd is already there.
+# Install DPDK's testpmd (22.11 on bookworm) for tools/compare_dpdk.py; only
+# that comparison needs it, not tools/test.sh or tools/run.sh. In Debian,
+# dpdk-testpmd is in `dpdk-dev`, not in `dpdk`, and the poll-mode driver for
+# e1000, e1000e and igb ports is `librte-net-e1000-23`, only a Recommends of
+# `dpdk`: all three are named. The QEMU lab guest shares the host's root file
+# system, so installing on the host is what makes testpmd there in the lab.
+# Idempotent: does nothing when testpmd and the e1000 driver are there.
 set -euo pipefail
 say() { printf '[setup-dpdk] %s\n' "$*" >&2; }
 
@@ -15,7 +15,7 @@ if command -v dpdk-testpmd >/dev/null && [ -n "$pmd_e1000" ]; then
     exit 0
 fi
 if [ "$(id -u)" != 0 ]; then
-    say "dpdk-testpmd is missing; run this script as root (it uses apt-get install dpdk)"
+    say "dpdk-testpmd is missing; run this script as root (it uses apt-get)"
     exit 1
 fi
 export DEBIAN_FRONTEND=noninteractive
