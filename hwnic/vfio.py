@@ -66,6 +66,12 @@ IOMMU_PAGE = 4096
 # How many IOVA ranges to fetch from VFIO_IOMMU_GET_INFO; x86 reports 2-3.
 MAX_IOVA_RANGES = 16
 
+# Memory barriers of the shim (Linux's wmb/rmb/mb): descriptors written to DMA
+# memory must be visible before the MMIO write that hands them to the NIC.
+wmb: Callable[[], None] = lib.wmb
+rmb: Callable[[], None] = lib.rmb
+mb: Callable[[], None] = lib.mb
+
 _HINT_BIND = "run `hwnic bind {bdf}` (as root) first"
 _HINT_PERMS = (
     "install the udev rules from udev/ and add your user to the 'hwnic' group "

@@ -17,16 +17,19 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from hwnic import open as _GENUINE_OPEN
 from hwnic import traffic
 from hwnic.bench.options import BenchSettings
 from hwnic.bench.pacing import Pacer
 from hwnic.bench.pool import FramePool
+from hwnic.bench.remote import RemoteReceiver
 
 SAMPLE_INTERVAL = 0.5  # s between samples (the live view refreshes at the same pace)
 SEND_TIMEOUT = 1.0  # s one send() may wait for room in the TX ring
@@ -50,10 +53,23 @@ class Port:
 
     role: str  # "tx" or "rx"
     bdf: str
-    nic: Any
+    nic: Any  # None when the port lives in a receiver process (``remote``)
     model: str
+    remote: RemoteReceiver | None = None
+
+    @property
+    def mac(self) -> str:
+        return str(self.remote.mac if self.remote is not None else self.nic.mac)
+
+    def irq_totals(self) -> dict[str, int]:
+        return self.remote.irq_totals() if self.remote is not None else irq_totals(self.nic)
+
+    def stats(self) -> dict[str, Any]:
+        return self.remote.stats() if self.remote is not None else dict(self.nic.stats())
 
     def info(self) -> dict[str, Any]:
+        if self.remote is not None:
+            return dict(self.remote.info)
         nic = self.nic
         link = nic.link
         return {
@@ -114,8 +130,10 @@ class TxWorker(threading.Thread):
         settings: BenchSettings,
         stop: threading.Event,
         clock: Callable[[], float] = time.monotonic,
+        cpus: set[int] | None = None,
     ) -> None:
         super().__init__(name="hwnic-bench-tx", daemon=True)
+        self.cpus = cpus  # pin the sender here (None: wherever the scheduler likes)
         self.nic = nic
         self.pool = pool
         self.settings = settings
@@ -131,6 +149,8 @@ class TxWorker(threading.Thread):
 
     def run(self) -> None:
         s = self.settings
+        if self.cpus:
+            os.sched_setaffinity(0, self.cpus)  # this thread only
         pacer = Pacer(s.rate, clock=self.clock, sleep=self.stop.wait)
         self.started_at = pacer.start
         deadline = None if s.time_limit is None else self.started_at + s.time_limit
@@ -255,7 +275,7 @@ class BenchResult:
         return self.tx_frames - self.rx_frames if self.loopback else None
 
 
-def _irq_totals(nic: Any) -> dict[str, int]:
+def irq_totals(nic: Any) -> dict[str, int]:
     if nic.interrupt is None:
         return dict.fromkeys(IRQ_COUNTERS, 0)
     stats = nic.interrupt.stats
@@ -267,7 +287,7 @@ def tx_in_flight(nic: Any) -> int:
     return sum(int(q.get("in_flight", 0)) for q in nic.stats().get("tx", []))
 
 
-def _describe_model(bdf: str, nic: Any) -> str:
+def describe_model(bdf: str, nic: Any) -> str:
     try:
         from hwnic import pci
 
@@ -303,7 +323,8 @@ class Bench:
         opener: Opener | None = None,
         view: ViewLike | None = None,
         clock: Callable[[], float] = time.monotonic,
-        describe: Callable[[str, Any], str] = _describe_model,
+        describe: Callable[[str, Any], str] = describe_model,
+        receiver_process: bool | None = None,
     ) -> None:
         self.settings = settings
         self.tx_bdf = tx
@@ -312,15 +333,24 @@ class Bench:
             import hwnic
 
             opener = hwnic.open
+        # Real ports in loopback: the receiver in its own process (see bench.remote).
+        # A stand-in for hwnic.open (fake ports) lives only in this process.
+        if receiver_process is None:
+            receiver_process = opener is _GENUINE_OPEN and settings.mode == "loopback"
+        self.receiver_process = receiver_process
         self.opener = opener
         self.view = view
         self.clock = clock
         self.describe = describe
         self.stop = threading.Event()
         self.ports: dict[str, Port] = {}
-        self.counter = RxCounter(
-            settings.queues, verify=settings.verify, flows=settings.queues > 1, clock=clock
-        )
+        self.counter_args: dict[str, Any] = {
+            "queues": settings.queues,
+            "verify": settings.verify,
+            "flows": settings.queues > 1,
+        }
+        self.counter: RxCounter | RemoteReceiver = RxCounter(**self.counter_args, clock=clock)
+        self.tx_cpus: set[int] | None = None  # where the sender runs (away from the receiver)
         self.worker: TxWorker | None = None
         self.samples: list[Sample] = []
         self.t0 = clock()
@@ -339,7 +369,7 @@ class Bench:
             rx_frames=rx_frames,
             rx_bytes=rx_bytes,
             rx_bad=rx_bad,
-            irq={role: _irq_totals(p.nic) for role, p in self.ports.items()},
+            irq={role: p.irq_totals() for role, p in self.ports.items()},
         )
         self.samples.append(s)
         return s
@@ -375,7 +405,7 @@ class Bench:
                     )
             if self.worker is not None and self.worker.error is not None:
                 raise self.worker.error
-            stats = {role: p.nic.stats() for role, p in self.ports.items()}
+            stats = {role: p.stats() for role, p in self.ports.items()}
             ports = [p.info() for p in self.ports.values()]
         w = self.worker
         start = w.started_at if w else self.t0
@@ -404,8 +434,17 @@ class Bench:
         s = self.settings
         kwargs = open_kwargs(s)
         # The receiver first, so it is listening when the sender starts.
-        if s.mode in ("rx", "loopback"):
+        if s.mode in ("rx", "loopback") and self.receiver_process:
             assert self.rx_bdf is not None
+            remote = stack.enter_context(RemoteReceiver(self.rx_bdf, kwargs, self.counter_args))
+            self.counter = remote
+            self.ports["rx"] = Port("rx", self.rx_bdf, None, remote.info["model"], remote)
+            # The sender on the CPUs the receiver's DPCs leave free, if any.
+            free = set(os.sched_getaffinity(0)) - set(remote.cpus)
+            self.tx_cpus = free or None
+        elif s.mode in ("rx", "loopback"):
+            assert self.rx_bdf is not None
+            assert isinstance(self.counter, RxCounter)
             nic = stack.enter_context(self.opener(self.rx_bdf, on_receive=self.counter, **kwargs))
             self.ports["rx"] = Port("rx", self.rx_bdf, nic, self.describe(self.rx_bdf, nic))
         if s.mode in ("tx", "loopback"):
@@ -421,9 +460,9 @@ class Bench:
             self._receive_only()
             return
         tx = self.ports["tx"].nic
-        dst = self.ports["rx"].nic.mac if "rx" in self.ports else BROADCAST
+        dst = self.ports["rx"].mac if "rx" in self.ports else BROADCAST
         pool = FramePool(s.sizes, tx.mac, dst, flows=s.queues if s.queues > 1 else 0)
-        self.worker = TxWorker(tx, pool, s, self.stop, clock=self.clock)
+        self.worker = TxWorker(tx, pool, s, self.stop, clock=self.clock, cpus=self.tx_cpus)
         self.t0 = self.clock()
         self.sample()
         self.phase = "sending"

@@ -1,12 +1,12 @@
 """82574L (e1000e): two RX and two TX queues, MSI-X with five causes, MSI, INTx.
 
 Under MSI-X, IVAR maps the causes RxQ0, RxQ1, TxQ0, TxQ1 and Other to
-messages 0 to 4 (one DPC worker each). EIAC auto-clears the queue causes as
-each message goes out, so every new event is a new edge; the ISR masks its
-own cause with IMC (QEMU also auto-masks, real parts need the write) and the
-enable handler unmasks it with IMS. The Other message reads and acknowledges
-ICR (W1C) for link changes. With two queues, RSS spreads flows (MRQC, RETA,
-extended descriptors, as the 82574 requires).
+messages 0 to 4; the TX messages stay masked (the send path reclaims). EIAC
+auto-clears the queue causes as each message goes out, so every new event is
+a new edge; the ISR masks its own cause with IMC (QEMU also auto-masks, real
+parts need the write) and the enable handler unmasks it with IMS. The Other
+message reads and acknowledges ICR (W1C) for link changes. With two queues,
+RSS spreads flows (MRQC, RETA, extended descriptors, as the 82574 requires).
 """
 
 from __future__ import annotations
@@ -72,11 +72,13 @@ class E1000e(Nic):
         if kind is not InterruptType.MSIX:
             return super().plan_messages(kind, count)
         q = self.config.queues
+        # TxQ0/TxQ1 keep their messages (IVAR maps all five causes) but stay
+        # masked: the send path reclaims TX.
         plans = [
             MessagePlan(rx=(0,)),
             MessagePlan(rx=(1,) if q > 1 else ()),
-            MessagePlan(tx=(0,)),
-            MessagePlan(tx=(1,) if q > 1 else ()),
+            MessagePlan(),
+            MessagePlan(),
             MessagePlan(other=True),
         ]
         return plans[:count]

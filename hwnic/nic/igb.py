@@ -1,7 +1,8 @@
 """82576 / I210 / I350 (igb): up to eight queue pairs with RSS, MSI-X, MSI, INTx.
 
 Under MSI-X (GPIE.MSIX_MODE) message 0 carries the "other" causes (LSC,
-through IVAR_MISC) and message 1+q carries RX and TX queue q (IVAR). EIAC
+through IVAR_MISC) and message 1+q carries RX queue q (IVAR; TX completions
+raise no interrupt, the send path reclaims). EIAC
 auto-clears each EICR bit as its message goes out; nothing auto-masks, so the
 ISR writes EIMC for its own message and the enable handler writes EIMS.
 GPIE.NSICR makes ICR reads clear. Link needs autonegotiation restarted
@@ -85,13 +86,13 @@ class Igb(Nic):
         if kind is not InterruptType.MSIX:
             return super().plan_messages(kind, count)
         queues = range(min(self.config.queues, count - 1))
-        return [MessagePlan(other=True)] + [MessagePlan(rx=(q,), tx=(q,)) for q in queues]
+        return [MessagePlan(other=True)] + [MessagePlan(rx=(q,)) for q in queues]
 
     def _set_ivar(self, queue: int, vector: int) -> None:
-        for tx in (False, True):
-            reg, shift = r.ivar_entry_shift(queue, tx)
-            value = self.bar.read32(reg) & ~(0xFF << shift)
-            self.bar.write32(reg, value | ((vector | r.IVAR_VALID) << shift))
+        """Map RX queue ``queue`` to ``vector``; TX entries stay invalid (no TX interrupts)."""
+        reg, shift = r.ivar_entry_shift(queue, False)
+        value = self.bar.read32(reg) & ~(0xFF << shift)
+        self.bar.write32(reg, value | ((vector | r.IVAR_VALID) << shift))
 
     def configure_interrupts(self, kind: InterruptType) -> None:
         bar = self.bar
@@ -110,8 +111,8 @@ class Igb(Nic):
             bar.write32(regs.IMS, regs.Icr.LSC)
         else:
             bar.write32(r.GPIE, r.Gpie.NSICR)
-            # TXDW is raised only for a queue whose IVAR entry is valid, even
-            # without MSI-X (QEMU's igb_start_xmit).
+            # QEMU raises a queue's cause only when its IVAR entry is valid,
+            # even without MSI-X (igb_start_xmit, igb_receive): RX entries only.
             for q in range(self.config.queues):
                 self._set_ivar(q, 0)
 

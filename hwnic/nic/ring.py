@@ -379,19 +379,30 @@ class RxRing:
         if limit <= 0:
             return RxBatch(self, _EMPTY_SLOTS, _EMPTY_LENGTHS, None, None, self._dd_at_head())
         start = self.next_to_clean
-        # The fast path runs up to the ring's end, then on from slot 0.
+        # The fast path runs up to the ring's end, then on from slot 0; the
+        # consumed descriptors are re-armed once, at the end (one tail write).
         first = min(limit, self.size - start)
-        batch = self._drain_clean(start, first)
+        wraps = first < limit
+        batch = self._drain_clean(start, first, rearm=not wraps)
         if batch is None:
             return self._drain_general(limit)
-        if first < limit and batch.count == first and batch.more_pending:
-            rest = min(limit - first, self.armed)
-            after = self._drain_clean(0, rest)
-            return _joined(batch, self._drain_general(rest) if after is None else after)
+        if not wraps:
+            return batch
+        if batch.count == first and batch.more_pending:
+            rest = limit - first
+            after = self._drain_clean(0, rest, rearm=False)
+            if after is None:
+                after = self._drain_general(rest, rearm=False)
+            batch = _joined(batch, after)
+        if batch.count:
+            self.replenish()
         return batch
 
-    def _drain_general(self, limit: int) -> RxBatch:
-        """Every case: wrap-around, bad descriptors, multi-descriptor frames."""
+    def _drain_general(self, limit: int, *, rearm: bool = True) -> RxBatch:
+        """Every case: wrap-around, bad descriptors, multi-descriptor frames.
+
+        ``rearm=False`` leaves the re-arming to the caller.
+        """
         start = self.next_to_clean
         wraps = start + limit > self.size
         pos = self._pos[start : start + limit]
@@ -442,7 +453,8 @@ class RxRing:
         self.counters["bytes"] += int(lengths.sum(dtype=np.int64))
         if self.zero_copy and good is not None:
             self.give_back(slots[~good])
-        self.replenish()
+        if rearm:
+            self.replenish()
         return RxBatch(
             self,
             slots_out if self.zero_copy else _EMPTY_SLOTS,
@@ -452,14 +464,15 @@ class RxRing:
             self._dd_at_head(),
         )
 
-    def _drain_clean(self, start: int, limit: int) -> RxBatch | None:
+    def _drain_clean(self, start: int, limit: int, *, rearm: bool = True) -> RxBatch | None:
         """The common case with few numpy calls, or None to take the general path.
 
-        Taken when the completed run does not wrap and every descriptor in it
-        is a whole frame (EOP), without error bits, with a length in
+        Taken when every descriptor in the completed run (up to the ring's
+        end) is a whole frame (EOP), without error bits, with a length in
         1..buffer size. Status is read first (the NIC writes DD last), the
         rest of the run from a second snapshot; the checks work on that
         snapshot's bytes (C-level bytes methods cost a tenth of a numpy call).
+        ``rearm=False`` leaves the re-arming to the caller.
         """
         classes = self._status[start : start + limit].tobytes().translate(_STATUS_CLASS)
         done = classes.find(_NOT_DONE)
@@ -519,7 +532,8 @@ class RxRing:
         self._unsummed.append(lengths)  # summed in stats(): one reduction per many drains
         if len(self._unsummed) >= UNSUMMED_MAX:
             self._sum_bytes()
-        self.replenish()
+        if rearm:
+            self.replenish()
         # More pending: the NIC already completed the next descriptor.
         more = self.raw.item(self.next_to_clean, self._status_at) & _DD_BIT and self.armed > 0
         return RxBatch(self, slots, lengths, copy, None, bool(more), rss)
