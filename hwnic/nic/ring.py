@@ -396,6 +396,7 @@ class RxRing:
             batch = _joined(batch, after)
         if batch.count:
             self.replenish()
+            batch.more_pending = self._dd_at_head()  # as the general path sees it
         return batch
 
     def _drain_general(self, limit: int, *, rearm: bool = True) -> RxBatch:
@@ -725,17 +726,13 @@ class TxRing:
         if n <= first:
             self._fill(start, rows[:n], width)
             # Length | command, status (DD) and the rest cleared, in one pass.
-            np.bitwise_or(
-                lengths, _TX_CMD_QWORD, out=self._q1[start : start + n], **_CAST_TO_U64
-            )
+            np.bitwise_or(lengths, _TX_CMD_QWORD, out=self._q1[start : start + n], **_CAST_TO_U64)
             self.tail = start + n if n < first else 0
         else:  # around the ring's end: a second run from descriptor 0
             self._fill(start, rows[:first], width)
             self._fill(0, rows[first:n], width)
             np.bitwise_or(lengths[:first], _TX_CMD_QWORD, out=self._q1[start:], **_CAST_TO_U64)
-            np.bitwise_or(
-                lengths[first:], _TX_CMD_QWORD, out=self._q1[: n - first], **_CAST_TO_U64
-            )
+            np.bitwise_or(lengths[first:], _TX_CMD_QWORD, out=self._q1[: n - first], **_CAST_TO_U64)
             self.tail = n - first
         self.in_flight += n
         self._unsummed += n
