@@ -6,7 +6,21 @@ last) and a consumer completes TX descriptors (DD), both vectorised and
 outside the timed region; only hwnic's own ring code is timed. Reports Mpps
 per core by batch size and frame size, copy and zero-copy.
 
+What one timed RX batch includes: ``RxRing.drain`` (status scan, DD/EOP,
+error bits, lengths within the buffer, the copy out or the zero-copy slots,
+re-arming the consumed descriptors with fresh buffers, the tail write, the
+batch object, counters, more-pending) and ``RxBatch.release`` (zero-copy
+buffers back to the pool). One TX batch: ``TxRing.post`` (copy into the TX
+buffers, descriptors, tail write) and ``TxRing.reclaim``.
+
+``--versus`` puts hwnic's RX drain next to a minimal drain timed the same
+way on the same ring and producer: it finds the completed run, checks lengths
+and error bytes, copies each frame's first 64 bytes into a preallocated array
+and clears the status bytes, and nothing else (no EOP, no wrap-around, no
+re-arming, no batch object). The ratio is hwnic's rate over the minimal one.
+
     .venv/bin/python tools/bench_swpath.py [--quick] [--json FILE]
+    .venv/bin/python tools/bench_swpath.py --versus [--runs 3]
 """
 
 from __future__ import annotations
@@ -14,7 +28,9 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import statistics
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -28,15 +44,19 @@ POOL_IOVA = 1 << 32
 BATCHES = (1, 4, 16, 64, 256)
 SIZES = (64, 512, 1514)
 TX_STATUS_BYTE = 12
+BYTE_MASK = 0xFF
+BITS_PER_BYTE = 8
+VERSUS_SIZE = 64  # frame size of the side-by-side comparison
+VERSUS_BATCHES = (64, 256)
+MINIMAL_COPY_BYTES = 64  # the minimal drain copies this much of every frame
 
 
-def _complete_rx(ring: RxRing, count: int, length: int) -> None:
-    """Write back ``count`` descriptors from next_to_clean, as the NIC would."""
-    fmt = ring.fmt
-    raw = ring.raw
-    idx = (ring.next_to_clean + np.arange(count)) % ring.size
-    raw[idx, fmt.length_offset] = length & 0xFF
-    raw[idx, fmt.length_offset + 1] = length >> 8
+def _complete(raw: np.ndarray, start: int, count: int, length: int) -> None:
+    """Write back ``count`` advanced RX descriptors from ``start``, as the NIC would."""
+    fmt = ADVANCED_RX_FORMAT
+    idx = (start + np.arange(count)) % len(raw)
+    raw[idx, fmt.length_offset] = length & BYTE_MASK
+    raw[idx, fmt.length_offset + 1] = length >> BITS_PER_BYTE
     raw[idx, fmt.status_offset] = RxStatus.DD | RxStatus.EOP  # DD last
 
 
@@ -57,12 +77,43 @@ def bench_rx(batch: int, length: int, zero_copy: bool, seconds: float) -> float:
     spent = 0.0
     deadline = time.perf_counter() + seconds
     while time.perf_counter() < deadline:
-        _complete_rx(ring, batch, length)
+        _complete(ring.raw, ring.next_to_clean, batch, length)
         t0 = time.perf_counter()
         out = ring.drain(batch)
         out.release()
         spent += time.perf_counter() - t0
         frames += out.count
+    return frames / spent / 1e6
+
+
+def bench_minimal(batch: int, length: int, seconds: float) -> float:
+    """The minimal drain (see the module's docstring), timed like :func:`bench_rx`."""
+    fmt = ADVANCED_RX_FORMAT
+    raw = as_raw(np.zeros(RING, fmt.read_dtype))
+    status = raw[:, fmt.status_offset]
+    errors = raw[:, fmt.error_offset]
+    lengths = raw[:, fmt.length_offset : fmt.length_offset + 2].view("<u2")[:, 0]
+    pool = np.zeros((RING, BUF), np.uint8)
+    out = np.empty((RING, MINIMAL_COPY_BYTES), np.uint8)
+    dd = np.uint8(RxStatus.DD)
+    head = 0
+    frames = 0
+    spent = 0.0
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        _complete(raw, head, batch, length)
+        t0 = time.perf_counter()
+        window = min(batch, RING - head)
+        done = (status[head : head + window] & dd) != 0
+        n = window if done.all() else int(done.argmin())
+        if n:
+            got = lengths[head : head + n].copy()
+            _bad = bool((got > BUF).any()) or bool(errors[head : head + n].any())
+            out[:n] = pool[head : head + n, :MINIMAL_COPY_BYTES]
+            status[head : head + n] = 0
+            head = (head + n) % RING
+        spent += time.perf_counter() - t0
+        frames += n
     return frames / spent / 1e6
 
 
@@ -88,13 +139,8 @@ def bench_tx(batch: int, length: int, seconds: float) -> float:
     return posted / spent / 1e6
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="0.2 s per case instead of 1 s")
-    parser.add_argument("--json", metavar="FILE", help="write every figure to FILE")
-    args = parser.parse_args()
-    seconds = 0.2 if args.quick else 1.0
-    results: list[dict[str, Any]] = []
+def table(seconds: float, results: list[dict[str, Any]]) -> None:
+    """Every path, frame size and batch size."""
     print(f"{'path':<14} {'size':>5} " + " ".join(f"{'b=' + str(b):>8}" for b in BATCHES))
     for path in ("rx copy", "rx zero-copy", "tx"):
         for size in SIZES:
@@ -107,6 +153,55 @@ def main() -> None:
                 row.append(mpps)
                 results.append({"path": path, "size": size, "batch": batch, "mpps": mpps})
             print(f"{path:<14} {size:>5} " + " ".join(f"{m:8.2f}" for m in row))
+
+
+def versus(seconds: float, runs: int, results: list[dict[str, Any]]) -> None:
+    """hwnic's RX drain next to the minimal drain: medians of ``runs``, interleaved."""
+    paths: dict[str, Callable[[int], float]] = {
+        "minimal": lambda b: bench_minimal(b, VERSUS_SIZE, seconds),
+        "rx copy": lambda b: bench_rx(b, VERSUS_SIZE, False, seconds),
+        "rx zero-copy": lambda b: bench_rx(b, VERSUS_SIZE, True, seconds),
+    }
+    print(f"{VERSUS_SIZE}-byte frames, Mpps, medians of {runs} (ratio: hwnic / minimal)")
+    print(f"{'batch':>5} {'minimal':>8} {'rx copy':>8} {'ratio':>6} {'zero-copy':>9} {'ratio':>6}")
+    for batch in VERSUS_BATCHES:
+        got: dict[str, list[float]] = {name: [] for name in paths}
+        for _ in range(runs):  # interleaved, so a busy moment hits every path alike
+            for name, run in paths.items():
+                got[name].append(run(batch))
+        med = {name: statistics.median(v) for name, v in got.items()}
+        base = med["minimal"]
+        for name, values in got.items():
+            results.append(
+                {
+                    "path": name,
+                    "size": VERSUS_SIZE,
+                    "batch": batch,
+                    "mpps": med[name],
+                    "runs": values,
+                }
+            )
+        print(
+            f"{batch:>5} {base:8.2f} {med['rx copy']:8.2f} {med['rx copy'] / base:6.2f}"
+            f" {med['rx zero-copy']:9.2f} {med['rx zero-copy'] / base:6.2f}"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="0.2 s per case instead of 1 s")
+    parser.add_argument("--json", metavar="FILE", help="write every figure to FILE")
+    parser.add_argument(
+        "--versus", action="store_true", help="RX at 64 bytes next to a minimal drain, ratios"
+    )
+    parser.add_argument("--runs", type=int, default=3, help="runs per case for --versus")
+    args = parser.parse_args()
+    seconds = 0.2 if args.quick else 1.0
+    results: list[dict[str, Any]] = []
+    if args.versus:
+        versus(seconds, args.runs, results)
+    else:
+        table(seconds, results)
     if args.json:
         meta = {
             "python": platform.python_version(),
