@@ -14,15 +14,18 @@ from typing import Any
 
 from hwnic import traffic
 from hwnic.errors import UsageError
+from hwnic.nic import base as nic_base
 
 MODES = ("tx", "rx", "loopback")
 INTERRUPTS = ("msix", "msi", "line")
 FCS = 4
 IMIX: tuple[tuple[int, int], ...] = ((64 - FCS, 7), (594 - FCS, 4), (1518 - FCS, 1))
 DEFAULT_DURATION = 10.0  # s, when neither --count nor --duration is given
-DEFAULT_BATCH = 64
-DEFAULT_BUDGET = 64
-DEFAULT_RING = 512
+# The NIC's own defaults (the fast setting, see hwnic.nic.base); one tail
+# write per 256 frames sent.
+DEFAULT_BATCH = 256
+DEFAULT_BUDGET = nic_base.DEFAULT_BUDGET
+DEFAULT_RING = nic_base.DEFAULT_RING_SIZE
 MAX_BATCH = 4096
 
 

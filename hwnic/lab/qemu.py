@@ -39,7 +39,7 @@ GUEST_MODULE_BLACKLIST = (
 # (2 us idle, 13-86 us while the other vCPU moves traffic). TCG's TSC is one
 # host-derived counter for every vCPU (synchronised by construction), so the
 # guest may trust it: clock_gettime then stays in the vDSO, no trap.
-CPU = "max,+invtsc"
+CPU = "max"
 CLOCK_ARGS = ("tsc=reliable", "clocksource=tsc")
 GUEST_KERNEL_ARGS = ("intel_iommu=on", f"module_blacklist={','.join(GUEST_MODULE_BLACKLIST)}")
 

@@ -67,7 +67,12 @@ from hwnic.vfio import Device
 ALL_CAUSES = 0xFFFFFFFF
 QEMU_SUBSYSTEM_VENDOR = 0x1AF4  # Red Hat: QEMU's emulated NICs carry it
 PCI_SUBSYSTEM_VENDOR_ID = 0x2C
-DEFAULT_RING_SIZE = 512
+# Defaults are the fast setting. Each DPC run and each tail write has a fixed
+# cost (numpy calls, an MMIO exit) that a larger batch spreads over more
+# frames: in the QEMU lab (igb, 64 B, loopback, same boot) budget 256 with a
+# 1024-descriptor ring received 3x more frames/s than budget 64 with 512.
+DEFAULT_RING_SIZE = 1024
+DEFAULT_BUDGET = 256
 DEFAULT_BUFFER_SIZE = 2048
 RESET_TIMEOUT = 1.0  # seconds for CTRL.RST to self-clear
 POLL_INTERVAL = 0.001
@@ -81,7 +86,7 @@ class NicConfig:
     """What ``hwnic.open`` takes. Defaults work on every supported NIC."""
 
     queues: int = 1  # RX/TX queue pairs; more than one spreads flows with RSS
-    budget: int = 64  # max_to_indicate: frames a DPC may indicate per call
+    budget: int = DEFAULT_BUDGET  # max_to_indicate: frames a DPC may indicate per call
     ring_size: int = DEFAULT_RING_SIZE  # descriptors per ring (multiple of 8)
     buffer_size: int = DEFAULT_BUFFER_SIZE  # bytes per receive buffer
     pool_factor: int = 2  # receive buffers per descriptor: room for held views
