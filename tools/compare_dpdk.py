@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -393,6 +394,27 @@ def arguments(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def checkout() -> str:
+    """The commit this checkout is at (``+`` if edited): hwnic's figures depend on it."""
+    here = Path(__file__).resolve().parent
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(here), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(here), "status", "--porcelain", "--", ".."],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("+" if dirty else "")
+
+
 def main() -> int:
     args = arguments()
     pairs = {m: p for m, p in lab_pairs().items() if not args.model or m in args.model}
@@ -401,6 +423,7 @@ def main() -> int:
             "compare_dpdk: needs two lab NICs of one model on one hub; run it "
             "in `hwnic lab run --memory 3G --nic igb --nic igb -- ...`"
         )
+    commit = checkout()  # at the start: others may commit while this runs
     models: dict[str, Runs] = {}
     errors: dict[str, str] = {}
     interrupted = False
@@ -432,6 +455,7 @@ def main() -> int:
                 {
                     "machine": machine(),
                     "host_load": args.host_load,
+                    "checkout": commit,
                     "settings": settings,
                     "interrupted": interrupted,
                     "errors": errors,
