@@ -20,6 +20,7 @@ and clears the status bytes, and nothing else (no EOP, no wrap-around, no
 re-arming, no batch object). The ratio is hwnic's rate over the minimal one.
 
     .venv/bin/python tools/bench_swpath.py [--quick] [--json FILE]
+    .venv/bin/python tools/bench_swpath.py --paths "rx copy,rx zero-copy" --sizes 64
     .venv/bin/python tools/bench_swpath.py --versus [--runs 3]
 """
 
@@ -43,6 +44,7 @@ BUF = 2048
 POOL_IOVA = 1 << 32
 BATCHES = (1, 4, 16, 64, 256)
 SIZES = (64, 512, 1514)
+PATHS = ("rx copy", "rx zero-copy", "tx")
 TX_STATUS_BYTE = 12
 BYTE_MASK = 0xFF
 BITS_PER_BYTE = 8
@@ -139,11 +141,13 @@ def bench_tx(batch: int, length: int, seconds: float) -> float:
     return posted / spent / 1e6
 
 
-def table(seconds: float, results: list[dict[str, Any]]) -> None:
-    """Every path, frame size and batch size."""
+def table(
+    seconds: float, paths: list[str], sizes: list[int], results: list[dict[str, Any]]
+) -> None:
+    """Mpps of every path and frame size by batch size."""
     print(f"{'path':<14} {'size':>5} " + " ".join(f"{'b=' + str(b):>8}" for b in BATCHES))
-    for path in ("rx copy", "rx zero-copy", "tx"):
-        for size in SIZES:
+    for path in paths:
+        for size in sizes:
             row = []
             for batch in BATCHES:
                 if path == "tx":
@@ -195,13 +199,23 @@ def main() -> None:
         "--versus", action="store_true", help="RX at 64 bytes next to a minimal drain, ratios"
     )
     parser.add_argument("--runs", type=int, default=3, help="runs per case for --versus")
+    parser.add_argument(
+        "--paths", default=",".join(PATHS), help=f"comma-separated, of {', '.join(PATHS)}"
+    )
+    parser.add_argument(
+        "--sizes", default=",".join(map(str, SIZES)), help="frame sizes, comma-separated"
+    )
     args = parser.parse_args()
+    paths = args.paths.split(",")
+    if not set(paths) <= set(PATHS):
+        parser.error(f"--paths: choose from {', '.join(PATHS)}")
+    sizes = [int(size) for size in args.sizes.split(",")]
     seconds = 0.2 if args.quick else 1.0
     results: list[dict[str, Any]] = []
     if args.versus:
         versus(seconds, args.runs, results)
     else:
-        table(seconds, results)
+        table(seconds, paths, sizes, results)
     if args.json:
         meta = {
             "python": platform.python_version(),

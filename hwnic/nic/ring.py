@@ -335,7 +335,7 @@ class RxRing:
             # which a releasing consumer would otherwise overwrite.
             with self._free_lock:
                 top = self._free_top
-                n = min(want, top)
+                n = want if want <= top else top
                 fresh = self._free[top - n : top]
                 # Both quadwords of each descriptor (IOVA, then zero) in one gather.
                 if n <= first:
@@ -375,22 +375,25 @@ class RxRing:
 
     def drain(self, budget: int) -> RxBatch:
         """Take up to ``budget`` completed frames; re-arm what was consumed."""
-        limit = min(budget, self.armed)
+        armed = self.armed
+        limit = budget if budget < armed else armed
         if limit <= 0:
             return RxBatch(self, _EMPTY_SLOTS, _EMPTY_LENGTHS, None, None, self._dd_at_head())
         start = self.next_to_clean
         # The fast path runs up to the ring's end, then on from slot 0; the
         # consumed descriptors are re-armed once, at the end (one tail write).
-        first = min(limit, self.size - start)
+        first = self.size - start
         wraps = first < limit
-        batch = self._drain_clean(start, first, rearm=not wraps)
+        if not wraps:
+            first = limit
+        batch = self._drain_clean(start, first, not wraps)
         if batch is None:
             return self._drain_general(limit)
         if not wraps:
             return batch
         if batch.count == first and batch.more_pending:
             rest = limit - first
-            after = self._drain_clean(0, rest, rearm=False)
+            after = self._drain_clean(0, rest, False)
             if after is None:
                 after = self._drain_general(rest, rearm=False)
             batch = _joined(batch, after)
@@ -465,7 +468,7 @@ class RxRing:
             self._dd_at_head(),
         )
 
-    def _drain_clean(self, start: int, limit: int, *, rearm: bool = True) -> RxBatch | None:
+    def _drain_clean(self, start: int, limit: int, rearm: bool = True) -> RxBatch | None:
         """The common case with few numpy calls, or None to take the general path.
 
         Taken when every descriptor in the completed run (up to the ring's
