@@ -120,6 +120,13 @@ def parse_ring(text: str) -> int:
     return positive_int("--ring-size", text)
 
 
+def parse_window(text: str) -> int:
+    """--window: 0 (open loop) or a positive number of frames."""
+    if text.strip() == "0":
+        return 0
+    return positive_int("--window", text)
+
+
 # Settings a sweep may vary, with the parser of one value. Each is a field of
 # BenchSettings (``size`` sets ``sizes``).
 SWEEP_KEYS: dict[str, Callable[[str], Any]] = {
@@ -174,12 +181,24 @@ class BenchSettings:
     itr_us: float | None = None  # interrupt moderation; None: the family default
     ring_size: int = DEFAULT_RING
     verify: bool = False  # check every received frame's contents (costs receive time)
+    # Loopback: frames in flight (sent, not yet counted) at most; None: the RX
+    # ring's descriptors, 0: open loop (the sender never waits).
+    window: int | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise UsageError(f"unknown mode {self.mode!r}", f"use one of {', '.join(MODES)}")
         if self.interrupt is not None and self.interrupt not in INTERRUPTS:
             raise UsageError(f"--interrupt {self.interrupt}", f"use one of {', '.join(INTERRUPTS)}")
+
+    @property
+    def in_flight_limit(self) -> int | None:
+        """Loopback: the sender's window in frames; None: open loop (or no receiver)."""
+        if self.mode != "loopback" or self.window == 0:
+            return None
+        # Every frame in flight then has an armed descriptor waiting for it, so
+        # none waits (or is dropped) outside the receiver's ring.
+        return self.ring_size - 1 if self.window is None else self.window
 
     @property
     def time_limit(self) -> float | None:
@@ -206,6 +225,9 @@ class BenchSettings:
             f"rate {'max' if self.rate is None else f'{self.rate:,.0f}/s'}",
             f"ring {self.ring_size}",
         ]
+        if self.mode == "loopback":
+            limit = self.in_flight_limit
+            parts.append("open loop" if limit is None else f"window {limit}")
         return ", ".join(parts)
 
     def to_dict(self) -> dict[str, Any]:
@@ -216,4 +238,5 @@ class BenchSettings:
             "weights": list(self.sizes.weights),
         }
         d["time_limit"] = self.time_limit
+        d["in_flight_limit"] = self.in_flight_limit
         return d

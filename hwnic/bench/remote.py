@@ -9,19 +9,22 @@ RX 41k). DPDK's testpmd runs two ports as two processes for the same reason.
 
 The child (``python -m hwnic.bench.remote``, a fresh interpreter: no fork of
 a process that has threads, and no re-import of the caller's main module)
-opens the port with the same settings, counts in its DPC
-(:class:`~hwnic.bench.runner.RxCounter`) and writes a snapshot of its totals
-as one JSON line every :data:`PUBLISH_INTERVAL`; the parent keeps the latest
-for the live view and gets the final ``Nic.stats()`` as the last line. The
-child ignores Ctrl-C (the terminal sends it to the whole process group): it
-stops when the parent writes "stop" or closes its stdin (the parent died),
-and in both cases closes the NIC the quiet way.
+opens the port with the same settings and counts in its DPC
+(:class:`~hwnic.bench.runner.RxCounter`). After every batch it stores its
+totals in a page of shared memory (a memfd both processes map), so the
+parent's sender sees what arrived within one batch (the loopback window
+needs that); the interrupt counters follow every :data:`PUBLISH_INTERVAL`.
+The final ``Nic.stats()`` comes back as one JSON line on the child's stdout.
+The child ignores Ctrl-C (the terminal sends it to the whole process group):
+it stops when the parent writes "stop" or closes its stdin (the parent
+died), and in both cases closes the NIC the quiet way.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import mmap
 import os
 import select
 import signal
@@ -30,12 +33,24 @@ import sys
 import threading
 from typing import IO, Any
 
+import numpy as np
+
 from hwnic.errors import HwnicError
 
-PUBLISH_INTERVAL = 0.05  # s between two snapshots of the child's counters
+PUBLISH_INTERVAL = 0.05  # s between two copies of the child's interrupt counters
 OPEN_TIMEOUT = 300.0  # s for the child to start Python, open the port and see link
 STOP_TIMEOUT = 60.0  # s for the child to close the port and report
 IRQ_FIELDS = ("interrupts", "dpc_runs", "more_pending", "time_cutoffs", "indicated")
+# The shared page: one int64 per field (last_at in ns of time.monotonic).
+FIELDS = ("frames", "bytes", "bad", "last_at_ns", *IRQ_FIELDS)
+SLOT = {name: i for i, name in enumerate(FIELDS)}
+SHARED_BYTES = 4096
+NS_PER_S = 1_000_000_000
+
+
+def _map_counters(fd: int) -> tuple[mmap.mmap, np.ndarray]:
+    page = mmap.mmap(fd, SHARED_BYTES)
+    return page, np.frombuffer(page, dtype=np.int64, count=len(FIELDS))
 
 
 class ReceiverError(HwnicError):
@@ -78,17 +93,28 @@ def child_main() -> int:
     if kwargs.get("interrupt") is not None:
         kwargs["interrupt"] = InterruptType[kwargs["interrupt"]]
     bdf = request["bdf"]
+    _page, shared = _map_counters(request["counters_fd"])
     counter = RxCounter(**request["counter"])
+
+    def on_receive(queue: int, batch: Any) -> None:
+        try:
+            counter(queue, batch)
+        finally:
+            frames, nbytes, bad = counter.totals()
+            shared[SLOT["bytes"]] = nbytes
+            shared[SLOT["bad"]] = bad
+            shared[SLOT["last_at_ns"]] = int(counter.last_at * NS_PER_S)
+            shared[SLOT["frames"]] = frames  # last: the sender's window reads it
+
     try:
-        nic = hwnic.open(bdf, on_receive=counter, **kwargs)
+        nic = hwnic.open(bdf, on_receive=on_receive, **kwargs)
     except BaseException as exc:  # the parent raises it as a ReceiverError
         _send(out, "error", message=f"{type(exc).__name__}: {exc}")
         return 1
 
-    def publish(kind: str = "totals", **extra: Any) -> None:
-        frames, nbytes, bad = counter.totals()
-        _send(out, kind, frames=frames, bytes=nbytes, bad=bad, last_at=counter.last_at,
-              irq=irq_totals(nic), **extra)  # fmt: skip
+    def publish_irq() -> None:
+        for name, value in irq_totals(nic).items():
+            shared[SLOT[name]] = value
 
     with nic:
         port = Port("rx", bdf, nic, describe_model(bdf, nic))
@@ -98,8 +124,9 @@ def child_main() -> int:
             readable, _, _ = select.select([stdin], [], [], PUBLISH_INTERVAL)
             if readable:
                 break  # "stop", or EOF: the parent is gone
-            publish()
-        publish("stats", stats=nic.stats())
+            publish_irq()
+        publish_irq()
+        _send(out, "stats", stats=nic.stats())
     return 0
 
 
@@ -111,23 +138,28 @@ class RemoteReceiver:
         plain = dict(kwargs)
         if plain.get("interrupt") is not None:
             plain["interrupt"] = plain["interrupt"].name
-        self._process = subprocess.Popen(
-            [sys.executable, "-m", "hwnic.bench.remote"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
+        memfd = os.memfd_create("hwnic-rx-counters")
+        try:
+            os.ftruncate(memfd, SHARED_BYTES)
+            self._page, self._shared = _map_counters(memfd)
+            self._process = subprocess.Popen(
+                [sys.executable, "-m", "hwnic.bench.remote"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+                pass_fds=(memfd,),
+            )
+        finally:
+            os.close(memfd)  # both mappings (and the child's copy of the fd) keep it
         assert self._process.stdin is not None and self._process.stdout is not None
         self._stdin = self._process.stdin
         self._stdout = self._process.stdout
-        self._latest: dict[str, Any] = {"frames": 0, "bytes": 0, "bad": 0, "last_at": 0.0}
         self._final: dict[str, Any] | None = None
-        self._lines = threading.Condition()
         self.info: dict[str, Any] = {}
         self.cpus: list[int] = []  # where the receiver's DPCs run
         try:
-            self._stdin.write(json.dumps({"bdf": bdf, "kwargs": plain, "counter": counter_args}))
-            self._stdin.write("\n")
+            request = {"bdf": bdf, "kwargs": plain, "counter": counter_args, "counters_fd": memfd}
+            self._stdin.write(json.dumps(request) + "\n")
             self._stdin.flush()
             first = self._next_line(OPEN_TIMEOUT, "open its port")
             if first["kind"] == "error":
@@ -136,8 +168,6 @@ class RemoteReceiver:
         except BaseException:
             self.close()
             raise
-        self._reader = threading.Thread(target=self._read, name="hwnic-rx-reports", daemon=True)
-        self._reader.start()
 
     def _next_line(self, timeout: float, what: str) -> dict[str, Any]:
         readable, _, _ = select.select([self._stdout], [], [], timeout)
@@ -155,30 +185,22 @@ class RemoteReceiver:
         report: dict[str, Any] = json.loads(line)
         return report
 
-    def _read(self) -> None:
-        for line in self._stdout:
-            report = json.loads(line)
-            with self._lines:
-                self._latest = report
-                if report["kind"] == "stats":
-                    self._final = report["stats"]
-                self._lines.notify_all()
-        with self._lines:
-            self._lines.notify_all()  # EOF: whoever waits for the stats gives up
-
     # -- what the bench reads (RxCounter's interface) --------------------------------
 
     def totals(self) -> tuple[int, int, int]:
-        r = self._latest
-        return int(r["frames"]), int(r["bytes"]), int(r["bad"])
+        s = self._shared
+        return int(s[SLOT["frames"]]), int(s[SLOT["bytes"]]), int(s[SLOT["bad"]])
+
+    def frames(self) -> int:
+        """Frames counted so far (the sender's window reads it once per batch)."""
+        return int(self._shared[SLOT["frames"]])
 
     @property
     def last_at(self) -> float:
-        return float(self._latest["last_at"])
+        return int(self._shared[SLOT["last_at_ns"]]) / NS_PER_S
 
     def irq_totals(self) -> dict[str, int]:
-        irq = self._latest.get("irq", {})
-        return {name: int(irq.get(name, 0)) for name in IRQ_FIELDS}
+        return {name: int(self._shared[SLOT[name]]) for name in IRQ_FIELDS}
 
     @property
     def mac(self) -> str:
@@ -188,15 +210,8 @@ class RemoteReceiver:
         """Stop receiving and return the port's final ``Nic.stats()`` (then cached)."""
         if self._final is None:
             self._say_stop()
-            with self._lines:
-                self._lines.wait_for(
-                    lambda: self._final is not None or not self._reader.is_alive(), STOP_TIMEOUT
-                )
-            if self._final is None:
-                raise ReceiverError(
-                    f"the receiver process for {self.bdf} ended without its statistics",
-                    "its error is printed above",
-                )
+            report = self._next_line(STOP_TIMEOUT, "report its statistics")
+            self._final = report["stats"]
         return self._final
 
     def _say_stop(self) -> None:

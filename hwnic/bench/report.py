@@ -98,6 +98,7 @@ def summary(r: BenchResult) -> dict[str, Any]:
         "tx_mbps": mbps(r.tx_bytes, r.tx_seconds),
         "tx_calls": r.tx_calls,
         "tx_stalls": r.tx_stalls,
+        "tx_window_stalls": r.tx_window_stalls,
         "frames_per_send": r.tx_frames / r.tx_calls if r.tx_calls else 0.0,
         "rx_frames": r.rx_frames,
         "rx_bytes": r.rx_bytes,
@@ -227,8 +228,16 @@ def settings_line(settings: dict[str, Any]) -> str:
             f"ITR {'default' if itr is None else f'{itr:g} µs'}",
             f"rate {'max' if rate_ is None else f'{rate_:,.0f}/s'}",
             f"ring {settings['ring_size']}",
+            *_window_part(settings),
         ]
     )
+
+
+def _window_part(settings: dict[str, Any]) -> list[str]:
+    if settings.get("mode") != "loopback" or "in_flight_limit" not in settings:
+        return []  # not a loopback run, or saved before the window existed
+    limit = settings["in_flight_limit"]
+    return ["open loop" if limit is None else f"window {limit}"]
 
 
 # -- plots ---------------------------------------------------------------------------------

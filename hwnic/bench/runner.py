@@ -36,6 +36,8 @@ SEND_TIMEOUT = 1.0  # s one send() may wait for room in the TX ring
 SETTLE_IDLE = 2.0  # s without a received frame after sending ends: the rest is lost
 SETTLE_MAX = 15.0  # s to wait for stragglers at most
 DRAIN_TIMEOUT = 3.0  # s a tx-only run waits for the NIC to finish what was posted
+WINDOW_POLL = 0.0001  # s between two looks at the receiver's count while the window is full
+WINDOW_STALL = 0.5  # s without a frame arriving before the frames in flight are given up
 BROADCAST = "ff:ff:ff:ff:ff:ff"
 IRQ_COUNTERS = ("interrupts", "dpc_runs", "more_pending", "time_cutoffs", "indicated")
 INTERRUPT_TYPES = {"msix": "MSIX", "msi": "MSI", "line": "LINE_BASED"}
@@ -131,9 +133,15 @@ class TxWorker(threading.Thread):
         stop: threading.Event,
         clock: Callable[[], float] = time.monotonic,
         cpus: set[int] | None = None,
+        received: Callable[[], int] | None = None,
     ) -> None:
         super().__init__(name="hwnic-bench-tx", daemon=True)
         self.cpus = cpus  # pin the sender here (None: wherever the scheduler likes)
+        # The loopback window: frames counted by the receiver so far.
+        self.window = settings.in_flight_limit if received is not None else None
+        self.received = received
+        self.written_off = 0  # frames given up as lost after a stall (window only)
+        self.window_stalls = 0
         self.nic = nic
         self.pool = pool
         self.settings = settings
@@ -161,6 +169,9 @@ class TxWorker(threading.Thread):
                 if want <= 0 or (deadline is not None and self.clock() >= deadline):
                     break
                 pacer.wait(self.frames)
+                if self.window is not None:
+                    want = min(want, self.window)
+                    self._wait_for_room(want)
                 rows, lengths = self.pool.take(self.frames, want)
                 k = self.nic.send(rows, lengths, queue=queue, timeout=SEND_TIMEOUT)
                 self.calls += 1
@@ -173,6 +184,32 @@ class TxWorker(threading.Thread):
             self.error = exc
         finally:
             self.done_at = self.clock()
+
+    def _wait_for_room(self, want: int) -> None:
+        """Wait until ``want`` more frames fit in the window (loopback).
+
+        A frame lost on the way would hold the window forever: after
+        ``WINDOW_STALL`` s without progress the frames in flight are written
+        off (they still count as lost unless they arrive later).
+        """
+        assert self.window is not None and self.received is not None
+        received = self.received
+        seen = received()
+        stalled_since: float | None = None
+        while not self.stop.is_set():
+            if self.frames - self.written_off - seen + want <= self.window:
+                return
+            time.sleep(WINDOW_POLL)
+            now_seen = received()
+            if now_seen != seen:
+                seen, stalled_since = now_seen, None
+                continue
+            now = self.clock()
+            if stalled_since is None:
+                stalled_since = now
+            elif now - stalled_since >= WINDOW_STALL:
+                self.written_off = self.frames - seen
+                self.window_stalls += 1
 
 
 @dataclass
@@ -265,6 +302,7 @@ class BenchResult:
     rx_seconds: float  # from the first send (rx mode: first sample) to the last batch
     stats: dict[str, dict[str, Any]]  # role -> Nic.stats()
     interrupted: bool = False
+    tx_window_stalls: int = 0  # times the loopback window gave frames in flight up as lost
 
     @property
     def loopback(self) -> bool:
@@ -428,6 +466,7 @@ class Bench:
             rx_seconds=rx_seconds,
             stats=stats,
             interrupted=interrupted,
+            tx_window_stalls=w.window_stalls if w else 0,
         )
 
     def _open(self, stack: contextlib.ExitStack) -> None:
@@ -462,7 +501,10 @@ class Bench:
         tx = self.ports["tx"].nic
         dst = self.ports["rx"].mac if "rx" in self.ports else BROADCAST
         pool = FramePool(s.sizes, tx.mac, dst, flows=s.queues if s.queues > 1 else 0)
-        self.worker = TxWorker(tx, pool, s, self.stop, clock=self.clock, cpus=self.tx_cpus)
+        received = self._received if "rx" in self.ports else None
+        self.worker = TxWorker(
+            tx, pool, s, self.stop, clock=self.clock, cpus=self.tx_cpus, received=received
+        )
         self.t0 = self.clock()
         self.sample()
         self.phase = "sending"
@@ -493,6 +535,12 @@ class Bench:
         ended = self.clock()
         while tx_in_flight(nic) and self.clock() - ended < DRAIN_TIMEOUT:
             self._tick()
+
+    def _received(self) -> int:
+        counter = self.counter
+        if isinstance(counter, RemoteReceiver):
+            return counter.frames()
+        return sum(counter.frames)
 
     def worker_frames(self) -> int:
         return self.worker.frames if self.worker else 0

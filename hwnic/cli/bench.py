@@ -97,6 +97,7 @@ def settings_from(args: argparse.Namespace) -> BenchSettings:
         itr_us=args.itr_us,
         ring_size=args.ring_size,
         verify=args.verify,
+        window=args.window,
     )
 
 
@@ -227,6 +228,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=options.DEFAULT_RING,
         metavar="N",
         help="descriptors per ring (default %(default)s)",
+    )
+    p.add_argument(
+        "--window",
+        type=_arg(options.parse_window),
+        metavar="N",
+        help="loopback: at most N frames in flight, sent and not yet received (default: "
+        "the RX ring's descriptors, so no frame waits outside the receiver's ring and "
+        "the rate is what the pair sustains without loss; 0: open loop, the sender never "
+        "waits and loss shows how far the receiver falls behind)",
     )
     p.add_argument(
         "--verify",

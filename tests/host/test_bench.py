@@ -182,6 +182,28 @@ def test_loopback_loss_is_sent_minus_received() -> None:
     assert result.loss == 400
 
 
+def test_loopback_window_gives_up_lost_frames_and_goes_on() -> None:
+    # 400 of 2000 frames lost; the window (the 256-ring's 255 descriptors)
+    # fills with frames that never arrive, stalls, writes them off, carries on.
+    settings = BenchSettings(count=2000, batch=64, ring_size=256)
+    assert settings.in_flight_limit == 255
+    result, _ = _run(settings, FakeWire(drop_every=5))
+    assert (result.tx_frames, result.rx_frames, result.loss) == (2000, 1600, 400)
+    assert result.tx_window_stalls >= 1
+    open_loop, _ = _run(replace(settings, window=0), FakeWire(drop_every=5))
+    assert open_loop.settings.in_flight_limit is None
+    assert (open_loop.loss, open_loop.tx_window_stalls) == (400, 0)
+
+
+def test_window_applies_to_loopback_only() -> None:
+    assert BenchSettings(mode="tx").in_flight_limit is None
+    assert BenchSettings(window=100).in_flight_limit == 100
+    assert "window 1023" in BenchSettings().describe()
+    assert "open loop" in BenchSettings(window=0).describe()
+    with pytest.raises(UsageError):
+        options.parse_window("-3")
+
+
 def test_settings_reach_the_nic() -> None:
     _, wire = _run(BenchSettings(count=64, budget=16, itr_us=25.0, ring_size=256))
     for _, config in wire.opened:
