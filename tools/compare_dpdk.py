@@ -34,6 +34,7 @@ import statistics
 import subprocess
 import sys
 import time
+import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -42,7 +43,13 @@ from rich.console import Console
 from rich.table import Table
 
 import hwnic
-from hwnic.bench.options import BenchSettings, parse_batch, parse_budget, parse_sizes
+from hwnic.bench.options import (
+    BenchSettings,
+    parse_batch,
+    parse_budget,
+    parse_sizes,
+    parse_window,
+)
 from hwnic.bench.report import machine
 from hwnic.bench.runner import Bench, RxCounter, open_kwargs
 from hwnic.errors import HwnicError
@@ -66,6 +73,7 @@ LINK_WAIT = 30.0
 TX_MAIN_LCORE = 1
 RX_MAIN_LCORE = 0
 FIGURES = ("tx_pps", "rx_pps", "loss_pct")
+OPEN_LOOP = 0  # --window 0: hwnic's loopback sender does not wait for the receiver
 
 Figures = dict[str, float]
 Runs = dict[str, dict[str, list[Figures]]]  # size -> mode -> one entry per run
@@ -137,6 +145,7 @@ def settings(args: argparse.Namespace, mode: str, size: int) -> BenchSettings:
         duration=args.duration,
         batch=args.batch,
         budget=args.budget,
+        window=args.window if mode == "loopback" else None,
     )
 
 
@@ -375,6 +384,12 @@ def arguments(argv: list[str] | None = None) -> argparse.Namespace:
         help=f"hwnic: frames per DPC run (default {BenchSettings.budget})",
     )
     parser.add_argument(
+        "--window",
+        type=parse_window,
+        default=OPEN_LOOP,
+        help="hwnic->hwnic: frames in flight at most; 0 (default): open loop, as testpmd sends",
+    )
+    parser.add_argument(
         "--hugepages",
         type=positive_int,
         default=DEFAULT_HUGEPAGES,
@@ -415,6 +430,29 @@ def checkout() -> str:
     return head + ("+" if dirty else "")
 
 
+def report(args: argparse.Namespace, pairs: dict[str, Any], summary: dict[str, Any]) -> None:
+    """Write the JSON (after each model, so a failure later keeps what was measured)."""
+    if not args.json:
+        return
+    settings = {k: v for k, v in vars(args).items() if k not in ("json", "host_load")}
+    settings["model"] = sorted(pairs)
+    models = summary["models"]
+    rows = medians(models)
+    doc = {
+        "machine": machine(),
+        "host_load": args.host_load,
+        "settings": settings,
+        "ports": {m: [p.address for p in pairs[m]] for m in models},
+        **summary,
+        "medians": rows,
+        "ratios": ratios(rows),
+    }
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    tmp = args.json.with_suffix(".tmp")
+    tmp.write_text(json.dumps(doc, indent=1))
+    tmp.replace(args.json)
+
+
 def main() -> int:
     args = arguments()
     pairs = {m: p for m, p in lab_pairs().items() if not args.model or m in args.model}
@@ -423,10 +461,10 @@ def main() -> int:
             "compare_dpdk: needs two lab NICs of one model on one hub; run it "
             "in `hwnic lab run --memory 3G --nic igb --nic igb -- ...`"
         )
-    commit = checkout()  # at the start: others may commit while this runs
     models: dict[str, Runs] = {}
     errors: dict[str, str] = {}
-    interrupted = False
+    # The commit at the start: others may commit while this runs.
+    summary = {"checkout": checkout(), "interrupted": False, "errors": errors, "models": models}
     with Hugepages(args.hugepages) as huge:
         for model, (a, b) in sorted(pairs.items()):
             m = Model(model, a, b, args, huge.path)
@@ -434,40 +472,19 @@ def main() -> int:
             try:
                 m.run()
             except KeyboardInterrupt:
-                interrupted = True  # keep what was measured; the with blocks quit testpmd
+                summary["interrupted"] = True  # keep what was measured; testpmd has quit
                 break
-            except HwnicError as exc:  # one model failing still leaves the others' figures
-                errors[model] = str(exc)
+            except Exception as exc:  # one model failing still leaves the others' figures
+                errors[model] = f"{type(exc).__name__}: {exc}"
+                if not isinstance(exc, HwnicError):
+                    traceback.print_exc()
                 print(f"compare_dpdk: {model} stopped: {exc}", file=sys.stderr, flush=True)
+            finally:
+                report(args, pairs, summary)
     rows = medians(models)
-    ratio_rows = ratios(rows)
-    show(
-        rows,
-        ratio_rows,
-        f"{args.duration:g} s per trial, hwnic batch {args.batch}, budget {args.budget}",
-    )
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        settings = {k: v for k, v in vars(args).items() if k not in ("json", "host_load")}
-        settings["model"] = sorted(pairs)
-        args.json.write_text(
-            json.dumps(
-                {
-                    "machine": machine(),
-                    "host_load": args.host_load,
-                    "checkout": commit,
-                    "settings": settings,
-                    "interrupted": interrupted,
-                    "errors": errors,
-                    "ports": {m: [p.address for p in pairs[m]] for m in models},
-                    "models": models,
-                    "medians": rows,
-                    "ratios": ratio_rows,
-                },
-                indent=1,
-            )
-        )
-    return 1 if interrupted or errors else 0
+    title = f"{args.duration:g} s per trial, hwnic batch {args.batch}, budget {args.budget}"
+    show(rows, ratios(rows), title)
+    return 1 if summary["interrupted"] or errors else 0
 
 
 if __name__ == "__main__":

@@ -9,11 +9,12 @@ comparison are checked on made-up runs.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import stat
 import sys
 from pathlib import Path
-from types import ModuleType
+from types import ModuleType, SimpleNamespace
 
 import pytest
 
@@ -280,3 +281,17 @@ def test_tools_do_not_need_dpdk() -> None:
     for script in ("test.sh", "run.sh", "setup-host.sh"):
         text = (ROOT / "tools" / script).read_text()
         assert "dpdk" not in text.lower(), script
+
+
+def test_report_writes_partial_results(compare: ModuleType, tmp_path: Path) -> None:
+    out = tmp_path / "r" / "compare_dpdk.json"
+    args = compare.arguments(["--json", str(out), "--host-load", "load average: 1.00"])
+    port = SimpleNamespace(address="0000:05:00.0")
+    runs = {"64": {"dpdk->dpdk": [_run(compare, 100, 50)], "dpdk->hwnic": []}}
+    summary = {"checkout": "abc", "interrupted": False, "errors": {"igb": "boom"}}
+    compare.report(args, {"igb": (port, port)}, {**summary, "models": {"igb": runs}})
+    doc = json.loads(out.read_text())
+    assert doc["host_load"] == "load average: 1.00" and doc["errors"] == {"igb": "boom"}
+    assert doc["settings"]["runs"] == 3 and doc["settings"]["window"] == 0
+    assert doc["medians"][0]["rx_pps"] == 25 and doc["ratios"][0]["receiver_rx"] is None
+    assert not out.with_suffix(".tmp").exists()
