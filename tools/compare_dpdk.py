@@ -29,13 +29,18 @@ back at the end, also after an error or Ctrl-C.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
+import signal
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +78,8 @@ LINK_WAIT = 30.0
 TX_MAIN_LCORE = 1
 RX_MAIN_LCORE = 0
 FIGURES = ("tx_pps", "rx_pps", "loss_pct")
+TRIAL_MARGIN = 120.0  # s beyond --duration before a trial counts as hung (opening, settling)
+EXIT_HUNG = 3
 OPEN_LOOP = 0  # --window 0: hwnic's loopback sender does not wait for the receiver
 
 Figures = dict[str, float]
@@ -88,6 +95,11 @@ def wait_quiet(read: Callable[[], int]) -> int:
         if now != last:
             last, since = now, time.monotonic()
     return last
+
+
+def frames(count: RxCounter) -> int:
+    """Frames hwnic's receiver has counted so far."""
+    return count.totals()[0]
 
 
 def figures(sent: int, seconds: float, received: int, **extra: float) -> Figures:
@@ -126,7 +138,7 @@ def hwnic_sends(a: str, size: int, args: argparse.Namespace, rx: TestPmd) -> Fig
     """``hwnic.bench`` tx on A for the duration; testpmd rxonly counts on B."""
     before = rx.stats()
     r = Bench(settings(args, "tx", size), tx=a).run()
-    got = wait_quiet(lambda: rx.stats().rx_packets) - before.rx_packets
+    got = wait_quiet(rx.rx_packets) - before.rx_packets
     dropped = rx.stats() - before
     return figures(
         r.tx_frames, r.tx_seconds, got, rx_missed=dropped.rx_missed, rx_nombuf=dropped.rx_nombuf
@@ -158,6 +170,8 @@ class Model:
     def __init__(self, model: str, a: LabNic, b: LabNic, args: argparse.Namespace, huge: str):
         self.model, self.a, self.b, self.args, self.huge = model, a, b, args, huge
         self.runs: Runs = {str(s): {m: [] for m in MODES} for s in args.sizes}
+        self.errors: list[str] = []  # modes cut short by a hung trial
+        self.on_hang: Callable[[str], None] = lambda why: None
 
     def record(self, mode: str, size: int, run: int, result: Figures) -> None:
         self.runs[str(size)][mode].append(result)
@@ -197,27 +211,76 @@ class Model:
         )
         return TestPmd(argv, name=f"testpmd rxonly {self.b.address}")
 
+    def trial(self, mode: str, size: int, run: int, fn: Callable[[], Figures]) -> None:
+        limit = self.args.duration + TRIAL_MARGIN
+        with deadline(limit, f"{self.model} {size} B {mode} run {run + 1}", self.on_hang):
+            result = fn()
+        self.record(mode, size, run, result)
+
     def run(self) -> None:
         a, b, args = self.a.address, self.b.address, self.args
         with self.sender() as tx:
             with self.receiver() as rx:
                 rx.start()
-                for run, size in self.trials():
-                    result = dpdk_sends(tx, size, args.duration, lambda: rx.stats().rx_packets)
-                    self.record(DPDK_DPDK, size, run, result)
+                with self.mode(DPDK_DPDK):
+                    for run, size in self.trials():
+                        fn = partial(dpdk_sends, tx, size, args.duration, rx.rx_packets)
+                        self.trial(DPDK_DPDK, size, run, fn)
             # B's testpmd has quit: hwnic receives there, opened once for every trial.
             count = RxCounter(1)
             kwargs = open_kwargs(settings(args, "rx", args.sizes[0]))
-            with hwnic.open(b, on_receive=count, wait_link=LINK_WAIT, **kwargs):
+            with (
+                self.mode(DPDK_HWNIC),
+                hwnic.open(b, on_receive=count, wait_link=LINK_WAIT, **kwargs),
+            ):
                 for run, size in self.trials():
-                    result = dpdk_sends(tx, size, args.duration, lambda: count.totals()[0])
-                    self.record(DPDK_HWNIC, size, run, result)
-        for run, size in self.trials():
-            self.record(HWNIC_HWNIC, size, run, hwnic_loopback(a, b, size, args))
+                    fn = partial(dpdk_sends, tx, size, args.duration, partial(frames, count))
+                    self.trial(DPDK_HWNIC, size, run, fn)
+        with self.mode(HWNIC_HWNIC):
+            for run, size in self.trials():
+                self.trial(HWNIC_HWNIC, size, run, partial(hwnic_loopback, a, b, size, args))
         with self.receiver() as rx:
             rx.start()
-            for run, size in self.trials():
-                self.record(HWNIC_DPDK, size, run, hwnic_sends(a, size, args, rx))
+            with self.mode(HWNIC_DPDK):
+                for run, size in self.trials():
+                    self.trial(HWNIC_DPDK, size, run, partial(hwnic_sends, a, size, args, rx))
+
+    @contextlib.contextmanager
+    def mode(self, mode: str) -> Iterator[None]:
+        """A hung trial ends its mode (the rest would likely hang too), not the model."""
+        try:
+            yield
+        except TrialTimeout as exc:
+            self.errors.append(f"{mode}: {exc}")
+            print(f"compare_dpdk: {exc}; the other modes go on", file=sys.stderr, flush=True)
+
+
+class TrialTimeout(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def deadline(seconds: float, what: str, on_hang: Callable[[str], None]) -> Iterator[None]:
+    """Raise TrialTimeout in the main thread after ``seconds``; call ``on_hang`` after twice that.
+
+    A trial stuck in a wait is interrupted by SIGALRM; if cleaning up after it
+    hangs too, ``on_hang`` (write what was measured, then exit) is the way out.
+    """
+
+    def expired(signum: int, frame: Any) -> None:
+        raise TrialTimeout(f"{what} took over {seconds:.0f} s")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    last_resort = threading.Timer(2 * seconds, on_hang, args=(f"{what}: hung, cleanup too",))
+    last_resort.daemon = True
+    last_resort.start()
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+        last_resort.cancel()
 
 
 # -- summary ------------------------------------------------------------------------
@@ -469,8 +532,18 @@ def main() -> int:
         for model, (a, b) in sorted(pairs.items()):
             m = Model(model, a, b, args, huge.path)
             models[model] = m.runs
+
+            def hung(why: str, model: str = model) -> None:
+                errors[model] = why
+                report(args, pairs, summary)
+                print(f"compare_dpdk: {why}; exiting with what was measured", file=sys.stderr)
+                os._exit(EXIT_HUNG)  # the main thread is stuck: nothing else would end it
+
+            m.on_hang = hung
             try:
                 m.run()
+                if m.errors:
+                    errors[model] = "; ".join(m.errors)
             except KeyboardInterrupt:
                 summary["interrupted"] = True  # keep what was measured; testpmd has quit
                 break

@@ -385,6 +385,9 @@ class TestPmd:
             raise LabError(f"{self.name}: no statistics for port {port} in:\n{text.strip()}")
         return ports[port]
 
+    def rx_packets(self) -> int:
+        return self.stats().rx_packets
+
     def start(self) -> None:
         self.command("start")
 
