@@ -295,3 +295,23 @@ def test_report_writes_partial_results(compare: ModuleType, tmp_path: Path) -> N
     assert doc["settings"]["runs"] == 3 and doc["settings"]["window"] == 0
     assert doc["medians"][0]["rx_pps"] == 25 and doc["ratios"][0]["receiver_rx"] is None
     assert not out.with_suffix(".tmp").exists()
+
+
+def test_a_hung_trial_ends_its_mode(compare: ModuleType) -> None:
+    import time
+
+    args = compare.arguments(["--duration", "0.1"])
+    port = SimpleNamespace(address="0000:05:00.0", mac="52:54:00:12:34:05")
+    model = compare.Model("igb", port, port, args, "/dev/hugepages")
+    hung: list[str] = []
+    model.on_hang = hung.append
+    compare.TRIAL_MARGIN, margin = 0.1, compare.TRIAL_MARGIN
+    try:
+        with model.mode("hwnic->hwnic"):
+            model.trial("hwnic->hwnic", 64, 0, lambda: time.sleep(5) or {})
+            raise AssertionError("the trial should have been cut short")
+        model.trial("hwnic->dpdk", 64, 0, lambda: _run(compare, 10, 10))  # the next one runs
+    finally:
+        compare.TRIAL_MARGIN = margin
+    assert model.errors and "took over" in model.errors[0] and not hung
+    assert model.runs["64"]["hwnic->dpdk"] and not model.runs["64"]["hwnic->hwnic"]
