@@ -118,7 +118,9 @@ def child_main() -> int:
 
     with nic:
         port = Port("rx", bdf, nic, describe_model(bdf, nic))
-        cpus = sorted({m.target_cpu for m in nic.interrupt.messages} if nic.interrupt else set())
+        # Where the RX DPCs run (the "other" message is idle): the sender goes elsewhere.
+        messages = nic.interrupt.messages if nic.interrupt else ()
+        cpus = sorted({messages[m].target_cpu for m in nic.rx_messages()})
         _send(out, "ready", info=port.info(), cpus=cpus)
         while not stop.is_set():
             readable, _, _ = select.select([stdin], [], [], PUBLISH_INTERVAL)
@@ -156,7 +158,7 @@ class RemoteReceiver:
         self._stdout = self._process.stdout
         self._final: dict[str, Any] | None = None
         self.info: dict[str, Any] = {}
-        self.cpus: list[int] = []  # where the receiver's DPCs run
+        self.cpus: list[int] = []  # where the receiver's RX DPCs run
         try:
             request = {"bdf": bdf, "kwargs": plain, "counter": counter_args, "counters_fd": memfd}
             self._stdin.write(json.dumps(request) + "\n")
