@@ -8,6 +8,7 @@ from pathlib import Path
 from hwnic.errors import UsageError
 from hwnic.lab import runner
 from hwnic.lab.kvm import KVM_MODES
+from hwnic.lab.qemu import DEFAULT_GUEST_CLOCK, GUEST_CLOCKS
 from hwnic.lab.topology import DEFAULT_NICS, MODELS
 
 
@@ -27,6 +28,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         cpus=args.cpus,
         rwdirs=[Path(d).resolve() for d in args.rwdir],
         quiet=args.quiet,
+        clock=args.clock,
     )
     return runner.run(config)
 
@@ -82,6 +84,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=[],
         metavar="DIR",
         help="share host directory DIR writable with the guest, at the same path (repeat)",
+    )
+    run.add_argument(
+        "--clock",
+        choices=tuple(GUEST_CLOCKS),
+        default=DEFAULT_GUEST_CLOCK,
+        help="the TCG guest's clocksource: hpet (default; every clock read traps into "
+        "QEMU) or tsc (reads stay in the guest: faster for benchmarks, but guests "
+        "froze with it a few times in hours of heavy use)",
     )
     run.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     run.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- COMMAND ...")

@@ -30,7 +30,13 @@ from hwnic.errors import LabError, UsageError
 from hwnic.lab import deps, kvm
 from hwnic.lab.control import ControlRelay
 from hwnic.lab.guest import GuestSpec
-from hwnic.lab.qemu import LabPaths, VngOptions, vng_command
+from hwnic.lab.qemu import (
+    DEFAULT_GUEST_CLOCK,
+    GUEST_CLOCKS,
+    LabPaths,
+    VngOptions,
+    vng_command,
+)
 from hwnic.lab.qmp import Qmp
 from hwnic.lab.topology import DEFAULT_NICS, LabNic, plan_nics
 
@@ -63,6 +69,7 @@ class LabConfig:
     rwdirs: list[Path] = field(default_factory=list)
     cwd: Path = field(default_factory=Path.cwd)
     quiet: bool = False
+    clock: str = DEFAULT_GUEST_CLOCK
 
     def check(self) -> None:
         """Raise :class:`UsageError` for anything wrong before booting."""
@@ -74,6 +81,8 @@ class LabConfig:
             raise UsageError("--cpus must be at least 1")
         if self.timeout <= 0 or self.boot_timeout <= 0:
             raise UsageError("time-outs must be positive")
+        if self.clock not in GUEST_CLOCKS:
+            raise UsageError(f"--clock must be one of {', '.join(GUEST_CLOCKS)}")
         if self.kvm not in kvm.KVM_MODES:
             raise UsageError(f"--kvm must be one of {', '.join(kvm.KVM_MODES)}")
         for d in self.rwdirs:
@@ -239,7 +248,7 @@ class LabRun:
             VngOptions(
                 vng=tools.vng, kernel=tools.kernel, qemu=tools.qemu, busybox=tools.busybox,
                 kvm=use_kvm, cpus=cfg.cpus, memory=cfg.memory, guest_command=guest_cmd,
-                cwd=cfg.cwd, rwdirs=cfg.rwdirs, overlay_dirs=overlays,
+                cwd=cfg.cwd, rwdirs=cfg.rwdirs, overlay_dirs=overlays, clock=cfg.clock,
             ),
             self.nics, paths,
         )  # fmt: skip
