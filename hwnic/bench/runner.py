@@ -341,10 +341,6 @@ def open_kwargs(settings: BenchSettings) -> dict[str, Any]:
         "budget": settings.budget,
         "ring_size": settings.ring_size,
         "itr_us": settings.itr_us,
-        # Counting needs only the lengths: views into DMA memory, released at
-        # once, instead of copying every frame out (as testpmd's rxonly does).
-        # --verify reads the frames, so it takes copies.
-        "zero_copy": not settings.verify,
     }
     if settings.interrupt is not None:
         from hwnic.ndis import InterruptType

@@ -96,8 +96,6 @@ def test_open_kwargs_map_interrupt_names() -> None:
     assert kw["interrupt"] is InterruptType.LINE_BASED
     assert kw["budget"] == 16 and kw["itr_us"] == 0.0
     assert "interrupt" not in open_kwargs(BenchSettings())
-    assert open_kwargs(BenchSettings())["zero_copy"]  # counting needs no copies
-    assert not open_kwargs(BenchSettings(verify=True))["zero_copy"]
     assert open_kwargs(BenchSettings(interrupt="msix"))["interrupt"] is InterruptType.MSIX
 
 
