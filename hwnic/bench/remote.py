@@ -193,10 +193,6 @@ class RemoteReceiver:
         s = self._shared
         return int(s[SLOT["frames"]]), int(s[SLOT["bytes"]]), int(s[SLOT["bad"]])
 
-    def frames(self) -> int:
-        """Frames counted so far (the sender's window reads it once per batch)."""
-        return int(self._shared[SLOT["frames"]])
-
     @property
     def last_at(self) -> float:
         return int(self._shared[SLOT["last_at_ns"]]) / NS_PER_S

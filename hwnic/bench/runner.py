@@ -537,10 +537,7 @@ class Bench:
             self._tick()
 
     def _received(self) -> int:
-        counter = self.counter
-        if isinstance(counter, RemoteReceiver):
-            return counter.frames()
-        return sum(counter.frames)
+        return self.counter.totals()[0]
 
     def worker_frames(self) -> int:
         return self.worker.frames if self.worker else 0

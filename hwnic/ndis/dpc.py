@@ -202,14 +202,7 @@ class DpcBatch:
         with self.lock:
             if self.closing:
                 return
-            slot = self.default_slot
-            if slot.waiting:
-                self.counters.dpcs_coalesced += 1
-            else:
-                slot.waiting = 1
-                self.outstanding += 1
-                self.counters.dpcs_queued += 1
-                slot.processor.queue((slot, None, t_isr))
+            self._queue_on(self.default_slot, None, t_isr)
             self.epoch += 1
             if not self.needs_enable:  # outstanding > 0 here: a DPC waits or runs
                 self.needs_enable = True

@@ -169,17 +169,16 @@ class Processor:
             if self._stopping:
                 return self._discard()
             if dpcs:
-                runner, context, t_isr = dpcs.popleft()
-                try:
-                    runner.run(context, t_isr)
-                except Exception as exc:  # the runner reports the miniport's own errors
-                    report(exc)
+                self._run_next()
 
     def _discard(self) -> None:
         """At stop: hand every queued DPC to its runner, which discards it (closing)."""
         while self._dpcs:
-            runner, context, t_isr = self._dpcs.popleft()
-            try:
-                runner.run(context, t_isr)
-            except Exception as exc:
-                self._report(exc)
+            self._run_next()
+
+    def _run_next(self) -> None:
+        runner, context, t_isr = self._dpcs.popleft()
+        try:
+            runner.run(context, t_isr)
+        except Exception as exc:  # the runner reports the miniport's own errors
+            self._report(exc)

@@ -15,8 +15,8 @@ for all of them:
   all, ask for the default DPC. MSI-X ISRs mask only their own message.
 * DPC: per message, drain its RX queues under the receive budget
   (``max_to_indicate`` in, ``more_pending`` out), handle link changes on the
-  "other" cause. A DPC that will run again (more pending) re-arms the ring
-  first, so a long batch never starves the NIC of descriptors.
+  "other" cause. Each drain re-arms what it consumed (one tail write), so a
+  long batch of more-pending re-runs never starves the NIC of descriptors.
 * before re-enable: replenish RX descriptors with fresh buffers, so a view the
   consumer still holds is never written (seed 001).
 * TX completions raise no interrupt: the send path reclaims what the NIC
@@ -433,9 +433,7 @@ class Nic:
                     self._indicate(queue, batch)
                 except Exception as exc:
                     self._dpc_error.setdefault(message_id, exc)
-            if batch.more_pending:
-                more = True
-                self.rx[queue].replenish()  # the batch goes on: keep the NIC supplied
+            more = more or batch.more_pending
         throttle.indicated = indicated
         throttle.more_pending = more
         # Raised only once the message has no more pending: a raising DPC ends
