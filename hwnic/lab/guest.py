@@ -47,6 +47,7 @@ class GuestSpec:
     path_prefix: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
     timeout: float | None = None  # the guest's own limit, should the host vanish
+    heartbeat_file: str | None = None  # see hwnic.lab.watch
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(self.__dict__))
@@ -194,7 +195,15 @@ def main(argv: list[str]) -> int:
         _say(f"setup failed: {exc}")
         _write_status(spec, error=str(exc))
         return EXIT_SETUP_FAILED
+    watch = None
+    if spec.heartbeat_file is not None:
+        from hwnic.lab.watch import GuestWatch
+
+        watch = GuestWatch(Path(spec.heartbeat_file))
+        watch.start()
     status = run_command(spec, env)
+    if watch is not None:
+        watch.stop()
     _write_status(spec, status=status)
     return status
 

@@ -12,6 +12,7 @@ import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hwnic.lab import watch
 from hwnic.lab.topology import LabNic
 
 CONTROL_PORT_NAME = "org.hwnic.ctl"
@@ -42,7 +43,11 @@ GUEST_MODULE_BLACKLIST = (
 # heavy lab use with it, and never with the HPET, so it is not the default.
 GUEST_CLOCKS = {"hpet": (), "tsc": ("tsc=reliable", "clocksource=tsc")}
 DEFAULT_GUEST_CLOCK = "hpet"
-GUEST_KERNEL_ARGS = ("intel_iommu=on", f"module_blacklist={','.join(GUEST_MODULE_BLACKLIST)}")
+GUEST_KERNEL_ARGS = (
+    "intel_iommu=on",
+    "nokaslr",
+    f"module_blacklist={','.join(GUEST_MODULE_BLACKLIST)}",
+)
 
 
 @dataclass(frozen=True)
@@ -66,6 +71,15 @@ class LabPaths:
     @property
     def status_file(self) -> Path:
         return self.run_dir / "status.json"
+
+    @property
+    def heartbeat_file(self) -> Path:
+        return self.run_dir / "heartbeat"
+
+    @property
+    def symbols_file(self) -> Path:
+        """The guest kernel's text symbols, written next to the heartbeat."""
+        return self.run_dir / watch.SYMBOLS_NAME
 
 
 def nic_options(nics: list[LabNic]) -> list[str]:

@@ -27,7 +27,7 @@ from typing import IO, Any
 
 import hwnic
 from hwnic.errors import LabError, UsageError
-from hwnic.lab import deps, kvm
+from hwnic.lab import deps, kvm, watch
 from hwnic.lab.control import ControlRelay
 from hwnic.lab.guest import GuestSpec
 from hwnic.lab.qemu import (
@@ -236,6 +236,7 @@ class LabRun:
             path_prefix=[str(Path(sys.executable).parent)],
             env=_guest_env(),
             timeout=cfg.timeout,
+            heartbeat_file=str(paths.heartbeat_file),
         ).save(paths.spec_file)
         guest_cmd = [
             "env", f"PYTHONPATH={_guest_env()['PYTHONPATH']}",
@@ -281,7 +282,7 @@ class LabRun:
             self.say("QEMU is up")
             relay = ControlRelay(paths.control_socket, qmp, on_hello=self._on_hello)
             relay.start()
-            rc = self._wait(proc)
+            rc = self._wait(proc, qmp, paths)
         finally:
             if relay is not None:
                 relay.stop()
@@ -297,7 +298,7 @@ class LabRun:
         cwd = self.config.cwd.resolve()
         return cwd == Path("/") or any(cwd.is_relative_to(d.resolve()) for d in self.config.rwdirs)
 
-    def _wait(self, proc: subprocess.Popen[bytes]) -> int:
+    def _wait(self, proc: subprocess.Popen[bytes], qmp: Qmp, paths: LabPaths) -> int:
         cfg = self.config
         while True:
             rc = proc.poll()
@@ -314,7 +315,28 @@ class LabRun:
                     f"the lab run exceeded --timeout {cfg.timeout:.0f} s; QEMU killed",
                     "raise --timeout",
                 )
+            age = watch.heartbeat_age(paths.heartbeat_file)
+            if self.guest_ready.is_set() and age is not None and age > watch.STALL_AFTER:
+                self._report_freeze(qmp, paths, age)
             time.sleep(WAIT_POLL)
+
+    def _report_freeze(self, qmp: Qmp, paths: LabPaths, age: float) -> None:
+        """The guest stopped: say where its vCPUs are, then end the run."""
+        symbols = watch.KernelSymbols(paths.symbols_file)
+        try:
+            status = qmp.execute("query-status")
+            registers = qmp.execute(
+                "human-monitor-command", **{"command-line": "info registers -a"}
+            )
+            self.say(f"guest stopped: no heartbeat for {age:.0f} s; QEMU status {status}")
+            for line in watch.freeze_report(str(registers), symbols):
+                self.say(line)
+        except LabError as exc:
+            self.say(f"guest stopped: no heartbeat for {age:.0f} s; QEMU did not answer ({exc})")
+        raise LabError(
+            f"the guest stopped responding (no heartbeat for {age:.0f} s); QEMU killed",
+            "a guest freeze under TCG: rerun; if it repeats, report the vCPU lines above",
+        )
 
     def _result(self, paths: LabPaths, vng_rc: int, tail: list[str]) -> int:
         elapsed = time.monotonic() - self.started

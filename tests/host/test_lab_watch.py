@@ -1,0 +1,63 @@
+"""The lab's liveness watch: kernel-log filtering, heartbeat age, freeze report."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from hwnic.lab import watch
+
+
+def test_kmsg_forwards_warnings_and_hung_task_reports_only() -> None:
+    assert watch.kmsg_line("6,120,5000,-;eth0: link up\n") is None
+    assert watch.kmsg_line("4,121,5001,-;vfio-pci 0000:05:00.0: reset failed\n") == (
+        "vfio-pci 0000:05:00.0: reset failed"
+    )
+    # Facility bits above the level do not hide an error.
+    assert watch.kmsg_line(f"{(1 << 3) | 3},1,2,-;boom") == "boom"
+    assert watch.kmsg_line("6,9,9,-;INFO: task python3:77 blocked for more than 60 seconds.")
+    assert watch.kmsg_line("no separator") is None
+    assert watch.kmsg_line("x,1,2,-;bad level") is None
+
+
+def test_heartbeat_age_from_mtime(tmp_path: Path) -> None:
+    beat = tmp_path / "heartbeat"
+    assert watch.heartbeat_age(beat) is None
+    beat.write_text("1\n")
+    past = time.time() - 300
+    os.utime(beat, (past, past))
+    age = watch.heartbeat_age(beat)
+    assert age is not None and 299 < age < 400
+
+
+def test_guest_watch_beats(tmp_path: Path) -> None:
+    beat = tmp_path / "heartbeat"
+    w = watch.GuestWatch(beat, out=lambda line: None)
+    w.start()
+    try:
+        deadline = time.monotonic() + 5
+        while not beat.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert beat.exists()
+    finally:
+        w.stop()
+
+
+def test_freeze_report_names_symbols(tmp_path: Path) -> None:
+    system_map = tmp_path / "System.map"
+    system_map.write_text(
+        "ffffffff81000000 T _stext\nffffffff81a00000 T default_idle\n"
+        "ffffffff81a00100 t mutex_lock\nffffffff82000000 D some_data\n"
+    )
+    symbols = watch.KernelSymbols(system_map)
+    registers = (
+        "CPU#0\nRAX=0\nRIP=ffffffff81a00010 RFL=00000246 CPL=0 II=0 A20=1 SMM=0 HLT=1\n"
+        "CPU#1\nRIP=ffffffff81a00180 RFL=00000246 CPL=0 II=0 A20=1 SMM=0 HLT=0\n"
+        "CPU#2\nRIP=00007f0000001000 RFL=00000246 CPL=3 HLT=0\n"
+    )
+    assert watch.freeze_report(registers, symbols) == [
+        "vCPU 0: halted at default_idle+0x10",
+        "vCPU 1: running at mutex_lock+0x80",
+        "vCPU 2: running at 0x7f0000001000 (user space)",
+    ]
