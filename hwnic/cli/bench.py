@@ -3,30 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
-from collections.abc import Callable
 from typing import Any
 
 from hwnic import pci
 from hwnic.bench import options
 from hwnic.bench.options import BenchSettings, Sweep
+from hwnic.cli.common import add_batch, add_budget, add_ring_size, arg
 from hwnic.errors import UsageError
 
 INTERRUPTED_EXIT = 130  # what a shell reports for Ctrl-C
-
-
-def _arg(parse: Callable[[str], Any]) -> Callable[[str], Any]:
-    """An argparse ``type`` from an option parser: its UsageError becomes a one-line error."""
-
-    def convert(text: str) -> Any:
-        try:
-            return parse(text)
-        except UsageError as exc:
-            raise argparse.ArgumentTypeError(str(exc)) from None
-
-    convert.__name__ = parse.__name__.removeprefix("parse_")
-    return convert
 
 
 def in_lab() -> bool:
@@ -144,18 +132,46 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return INTERRUPTED_EXIT if interrupted else 0
 
 
+MODE_HELP = {
+    "tx": "only send (the receiver is elsewhere)",
+    "rx": "only count what arrives",
+    "loopback": "send on --tx, count on --rx (two ports on one wire)",
+}
+# More bench subcommands, each in hwnic/cli/bench_<name>.py with a register(modes).
+BENCH_COMMANDS = ("throughput", "latency")
+DESCRIPTION = (
+    "Send test frames as fast as possible (or at --rate) and count what arrives, with a "
+    "live table (frames/s and Mbit/s each way, loss, interrupts/s, DPC runs, budget "
+    "exhaustions). loopback sends on --tx and receives on --rx (two ports cabled back to "
+    "back, or on one QEMU hub); tx only sends; rx only counts. In the QEMU lab "
+    "(HWNIC_LAB=1) the ports default to the first two on one hub. Loss is frames sent "
+    "minus frames received. Ctrl-C stops and reports what was measured."
+)
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "bench",
-        help="measure packet rates: tx, rx or loopback between two ports",
-        description="Send test frames as fast as possible (or at --rate) and count what "
-        "arrives, with a live table (frames/s and Mbit/s each way, loss, interrupts/s, DPC "
-        "runs, budget exhaustions). loopback sends on --tx and receives on --rx (two ports "
-        "cabled back to back, or on one QEMU hub); tx only sends; rx only counts. In the "
-        "QEMU lab (HWNIC_LAB=1) the ports default to the first two on one hub. Loss is "
-        "frames sent minus frames received. Ctrl-C stops and reports what was measured.",
+        help="measure packet rates: tx, rx, loopback, RFC 2544 throughput, latency",
+        description="Packet-rate measurements. tx, rx and loopback: " + DESCRIPTION,
     )
-    p.add_argument("mode", choices=options.MODES, help="what to measure")
+    modes = p.add_subparsers(dest="mode", metavar="MODE", required=True, parser_class=type(p))
+    for mode, text in MODE_HELP.items():
+        m = modes.add_parser(mode, help=text, description=DESCRIPTION)
+        add_rate_options(m)
+        m.set_defaults(func=cmd_bench)
+    for name in BENCH_COMMANDS:
+        try:
+            module = importlib.import_module(f"hwnic.cli.bench_{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"hwnic.cli.bench_{name}":
+                raise
+            continue
+        module.register(modes)
+
+
+def add_ports(p: argparse.ArgumentParser) -> None:
+    """--tx, --rx and --model, as every bench subcommand takes them."""
     p.add_argument("--tx", metavar="BDF", help="sending port (lab default: first on a hub)")
     p.add_argument("--rx", metavar="BDF", help="receiving port (lab default: its hub peer)")
     p.add_argument(
@@ -163,9 +179,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         choices=("e1000", "e1000e", "igb"),
         help="in the lab: use two ports of this model",
     )
+
+
+def add_rate_options(p: argparse.ArgumentParser) -> None:
+    """The options of tx, rx and loopback."""
+    add_ports(p)
     p.add_argument(
         "--size",
-        type=_arg(options.parse_sizes),
+        type=arg(options.parse_sizes),
         default=options.parse_sizes("64"),
         metavar="N[,N...]|imix",
         help="frame lengths without FCS, 60-1514, sent in turn; imix = 7:4:1 of 64/594/1518 "
@@ -173,40 +194,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--count",
-        type=_arg(options.parse_count),
+        type=arg(options.parse_count),
         metavar="N",
         help="frames to send (rx: to receive)",
     )
     p.add_argument(
         "--duration",
-        type=_arg(options.parse_duration),
+        type=arg(options.parse_duration),
         metavar="S",
         help=f"seconds to send (default {options.DEFAULT_DURATION:g} without --count; "
         "with both, whichever comes first)",
     )
     p.add_argument(
         "--rate",
-        type=_arg(options.parse_rate),
+        type=arg(options.parse_rate),
         metavar="PPS",
         help="frames per second, paced per batch (default: as fast as possible)",
     )
-    p.add_argument(
-        "--batch",
-        type=_arg(options.parse_batch),
-        default=options.DEFAULT_BATCH,
-        metavar="N",
-        help="frames per send (one tail write; default %(default)s)",
-    )
-    p.add_argument(
-        "--budget",
-        type=_arg(options.parse_budget),
-        default=options.DEFAULT_BUDGET,
-        metavar="N",
-        help="frames a DPC may indicate per run (default %(default)s)",
-    )
+    add_batch(p)
+    add_budget(p)
     p.add_argument(
         "--queues",
-        type=_arg(options.parse_queues),
+        type=arg(options.parse_queues),
         default=1,
         metavar="N",
         help="RX/TX queue pairs (more than one: UDP flows spread by RSS)",
@@ -218,20 +227,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--itr-us",
-        type=_arg(options.parse_itr),
+        type=arg(options.parse_itr),
         metavar="US",
         help="interrupt moderation interval in µs (0: none; default: family's)",
     )
-    p.add_argument(
-        "--ring-size",
-        type=_arg(options.parse_ring),
-        default=options.DEFAULT_RING,
-        metavar="N",
-        help="descriptors per ring (default %(default)s)",
-    )
+    add_ring_size(p)
     p.add_argument(
         "--window",
-        type=_arg(options.parse_window),
+        type=arg(options.parse_window),
         metavar="N",
         help="loopback: at most N frames in flight, sent and not yet received (default: "
         "the RX ring's descriptors, so no frame waits outside the receiver's ring and "
@@ -245,7 +248,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--sweep",
-        type=_arg(options.parse_sweep),
+        type=arg(options.parse_sweep),
         metavar="KEY=V1,V2,...",
         help=f"one run per value; KEY: {', '.join(options.SWEEP_KEYS)} "
         "(e.g. budget=16,64,256); --plot then draws rate against the value",
@@ -257,4 +260,3 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="write a PNG: rate over time, frames per DPC, ISR→DPC latency",
     )
     p.add_argument("-q", "--quiet", action="store_true", help="no live table, only the summary")
-    p.set_defaults(func=cmd_bench)

@@ -10,7 +10,7 @@ from typing import Any
 from hwnic import capture, pci, traffic
 from hwnic.bench import options
 from hwnic.bench.pacing import Pacer
-from hwnic.cli.bench import _arg
+from hwnic.cli.common import add_batch, add_budget, add_wait_link, arg
 from hwnic.errors import NicError, UsageError
 
 POLL = 0.2  # s a receive() waits before the loop looks at the clock again
@@ -135,9 +135,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("bdf", metavar="BDF", help="PCI address of the port, e.g. 0000:01:00.0")
     p.add_argument("-w", "--write", required=True, metavar="FILE", help="capture file to write")
-    p.add_argument("--count", type=_arg(options.parse_count), metavar="N", help="stop after N")
+    p.add_argument("--count", type=arg(options.parse_count), metavar="N", help="stop after N")
     p.add_argument(
-        "--duration", type=_arg(options.parse_duration), metavar="S", help="stop after S seconds"
+        "--duration", type=arg(options.parse_duration), metavar="S", help="stop after S seconds"
     )
     p.add_argument(
         "--format",
@@ -146,25 +146,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--snaplen",
-        type=_arg(_snaplen),
+        type=arg(_snaplen),
         default=capture.DEFAULT_SNAPLEN,
         metavar="N",
         help="bytes kept of each frame (default %(default)s)",
     )
-    p.add_argument(
-        "--budget",
-        type=_arg(options.parse_budget),
-        default=options.DEFAULT_BUDGET,
-        metavar="N",
-        help="frames a DPC may indicate per run",
-    )
-    p.add_argument(
-        "--wait-link",
-        type=float,
-        default=10.0,
-        metavar="S",
-        help="seconds to wait for link up (default %(default)s)",
-    )
+    add_budget(p)
+    add_wait_link(p)
     p.set_defaults(func=cmd_capture)
 
     p = subparsers.add_parser(
@@ -178,29 +166,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("file", metavar="FILE", help="pcap or pcapng file")
     p.add_argument(
         "--rate",
-        type=_arg(options.parse_rate),
+        type=arg(options.parse_rate),
         metavar="PPS",
         help="frames per second (default: as fast as possible)",
     )
     p.add_argument(
         "--loop",
-        type=_arg(_loop_count),
+        type=arg(_loop_count),
         default=1,
         metavar="N",
         help="send the file N times (0: until Ctrl-C; default 1)",
     )
-    p.add_argument(
-        "--batch",
-        type=_arg(options.parse_batch),
-        default=options.DEFAULT_BATCH,
-        metavar="N",
-        help="frames per send (default %(default)s)",
-    )
-    p.add_argument(
-        "--wait-link",
-        type=float,
-        default=10.0,
-        metavar="S",
-        help="seconds to wait for link up (default %(default)s)",
-    )
+    add_batch(p)
+    add_wait_link(p)
     p.set_defaults(func=cmd_send)

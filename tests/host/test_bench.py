@@ -370,7 +370,7 @@ def test_bad_option_values_exit_2_with_one_line(
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
-    assert err.startswith("hwnic bench: error: argument")
+    assert err.startswith("hwnic bench loopback: error: argument")
 
 
 def test_ports_are_required_outside_the_lab(capsys: pytest.CaptureFixture[str]) -> None:
