@@ -9,15 +9,20 @@ Layers, each depending only on the ones before it:
         batch = nic.receive(timeout=1.0)
 """
 
-from typing import Any
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 from hwnic.errors import HwnicError
+
+if TYPE_CHECKING:  # the package imports no NIC code until a NIC is opened
+    from hwnic.nic.base import Nic
 
 __all__ = ["HwnicError", "__version__", "open"]
 __version__ = "0.1.0"
 
 
-def open(bdf: str, **kwargs: Any) -> Any:
+def open(bdf: str, **kwargs: Any) -> Nic:
     """Open and start the NIC at ``bdf``: see :func:`hwnic.nic.open`."""
     from hwnic.nic import open as open_nic
 

@@ -8,12 +8,15 @@ quiet whatever happens.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hwnic import pci
 
+if TYPE_CHECKING:
+    from hwnic.nic.base import Nic
 
-def model_class(family: str) -> type[Any]:
+
+def model_class(family: str) -> type[Nic]:
     """The Nic subclass for a family name."""
     if family == "e1000":
         from hwnic.nic.e1000 import E1000
@@ -36,7 +39,7 @@ def open(
     allow_noiommu: bool = False,
     on_receive: Callable[..., None] | None = None,
     **config: Any,
-) -> Any:
+) -> Nic:
     """Open the NIC at ``bdf`` through VFIO and start it; see NicConfig for ``config``."""
     from hwnic import vfio
     from hwnic.nic.base import NicConfig
