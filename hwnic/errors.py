@@ -75,6 +75,12 @@ class LabError(HwnicError):
     """The QEMU lab could not be set up or booted."""
 
 
+class GuestFroze(LabError):
+    """The lab's guest stopped running (no heartbeat): an emulator stall, worth a retry."""
+
+    exit_code = 75  # EX_TEMPFAIL: "try again later"
+
+
 class LabDependencyMissing(LabError):
     """A program or file the QEMU lab needs is missing."""
 

@@ -47,7 +47,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="NICs are paired on QEMU hubs in the order given (1+2 on hub 0, 3+4 on "
         "hub 1, ...), named nic0, nic1, ... with MACs 52:54:00:12:34:01, ... Inside, "
         "HWNIC_LAB=1 and HWNIC_LAB_NICS (JSON) describe them; "
-        "hwnic.lab.control.LabControl flaps their links.",
+        "hwnic.lab.control.LabControl flaps their links. The guest writes a heartbeat; "
+        "if it stops for 120 s (the whole guest stalled), the run ends at once with where "
+        "each vCPU was, exit status 75 (worth a retry). Guest kernel warnings and hung "
+        "tasks are shown as 'guest kernel:' lines.",
     )
     run.add_argument(
         "--nic",

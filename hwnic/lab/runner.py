@@ -26,7 +26,7 @@ from types import FrameType
 from typing import IO, Any
 
 import hwnic
-from hwnic.errors import LabError, UsageError
+from hwnic.errors import GuestFroze, LabError, UsageError
 from hwnic.lab import deps, kvm, watch
 from hwnic.lab.control import ControlRelay
 from hwnic.lab.guest import GuestSpec
@@ -333,9 +333,10 @@ class LabRun:
                 self.say(line)
         except LabError as exc:
             self.say(f"guest stopped: no heartbeat for {age:.0f} s; QEMU did not answer ({exc})")
-        raise LabError(
+        raise GuestFroze(
             f"the guest stopped responding (no heartbeat for {age:.0f} s); QEMU killed",
-            "a guest freeze under TCG: rerun; if it repeats, report the vCPU lines above",
+            "a guest freeze under TCG (exit status 75): rerun; if it repeats, report the "
+            "vCPU lines above",
         )
 
     def _result(self, paths: LabPaths, vng_rc: int, tail: list[str]) -> int:
