@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
@@ -59,7 +60,9 @@ class Qmp:
 
     def close(self) -> None:
         if self._file is not None:
-            self._file.close()
+            # QEMU already gone: flushing a half-sent request fails (broken pipe).
+            with contextlib.suppress(OSError):
+                self._file.close()
             self._file = None
         if self._sock is not None:
             self._sock.close()

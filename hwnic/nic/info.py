@@ -8,11 +8,6 @@ from typing import Any
 from hwnic import pci
 from hwnic.nic import regs
 
-PCI_COMMAND = 0x04
-PCI_COMMAND_MEMORY = 1 << 1  # decode memory BARs: needed to read registers
-PCI_COMMAND_SIZE = 2
-PCI_BAR_COUNT = 6
-
 
 @dataclass
 class BarInfo:
@@ -50,11 +45,14 @@ def read_info(bdf: str, *, allow_noiommu: bool = False) -> NicInfo:
     from hwnic import vfio  # after the cheap sysfs checks, which give better errors
 
     with vfio.open_device(nic.bdf, allow_noiommu=allow_noiommu) as dev:
-        command = dev.config_read(PCI_COMMAND, PCI_COMMAND_SIZE)
-        if not command & PCI_COMMAND_MEMORY:
-            dev.config_write(PCI_COMMAND, command | PCI_COMMAND_MEMORY, PCI_COMMAND_SIZE)
+        # Memory decoding on, or the register reads below fail; bus mastering
+        # stays as it is (nothing here DMAs).
+        command = dev.config_read(vfio.PCI_COMMAND, vfio.PCI_COMMAND_SIZE)
+        if not command & vfio.PCI_COMMAND_MEMORY:
+            command |= vfio.PCI_COMMAND_MEMORY
+            dev.config_write(vfio.PCI_COMMAND, command, vfio.PCI_COMMAND_SIZE)
         bars = []
-        for index in range(PCI_BAR_COUNT):
+        for index in range(vfio.RegionIndex.BAR0, vfio.RegionIndex.BAR5 + 1):
             region = dev.region_info(index)
             if region.size:
                 bars.append(BarInfo(index, region.size, region.mmappable))

@@ -53,8 +53,6 @@ FLAPS = 3
 QUIET = 1.0  # seconds without a frame after which nothing delayed is still coming (TCG)
 STARVED_WAIT = 3.0  # seconds to let a starved ring take what it can (a wait, not a check)
 SIGNALS = {"sigint": signal.SIGINT, "sigterm": signal.SIGTERM, "sigkill": signal.SIGKILL}
-PCI_COMMAND = 0x04
-PCI_COMMAND_MASTER = 1 << 2
 
 # The child: open the pair (B on its own VFIO device so it can read B's
 # registers after the NIC closed), print "flowing" once frames arrive, then
