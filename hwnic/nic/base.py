@@ -48,8 +48,6 @@ from hwnic.dma import DmaPool
 from hwnic.errors import NicError, UsageError
 from hwnic.ndis import (
     DEFAULT_TIME_BOUND,
-    ISR_NOT_MINE,
-    ISR_QUEUE_DEFAULT_DPC,
     InterruptCharacteristics,
     InterruptType,
     IsrResult,
@@ -61,10 +59,11 @@ from hwnic.ndis import (
 from hwnic.ndis.vfio_source import VfioInterruptSource
 from hwnic.nic import regs
 from hwnic.nic.descriptors import LEGACY_TX, RxFormat
-from hwnic.nic.ring import RxBatch, RxRing, TxRing
+from hwnic.nic.irq import ALL_CAUSES, InterruptMode, MessagePlan, SharedLine
+from hwnic.nic.ring import DESCRIPTOR_BYTES, RxBatch, RxRing, TxRing
 from hwnic.vfio import Device
 
-ALL_CAUSES = 0xFFFFFFFF
+U32_MASK = 0xFFFFFFFF
 QEMU_SUBSYSTEM_VENDOR = 0x1AF4  # Red Hat: QEMU's emulated NICs carry it
 PCI_SUBSYSTEM_VENDOR_ID = 0x2C
 # Defaults are the fast setting. Each DPC run and each tail write has a fixed
@@ -114,14 +113,6 @@ class NicConfig:
             raise UsageError(f"itr_us={self.itr_us}", "moderation must be 0 or more µs")
 
 
-@dataclass(frozen=True)
-class MessagePlan:
-    """What one interrupt message serves: RX queues and the other causes (link)."""
-
-    rx: tuple[int, ...] = ()
-    other: bool = False
-
-
 @dataclass
 class LinkState:
     up: bool
@@ -167,8 +158,8 @@ class Nic:
         self.tx_desc_iova: list[int] = []
         self._tx_locks: list[threading.Lock] = []
         self._plans: list[MessagePlan] = []
-        self._line_causes = 0  # ICR bits an ISR saw, for the DPC (line-based/MSI)
-        self._icr_lock = threading.Lock()
+        # Until a type is granted (an ISR may run during registration): ICR decides.
+        self._mode: InterruptMode = SharedLine(self)
         self._delivery: list[_Delivery] = []
         self._delivered = threading.Condition()
         self.backlog_drops = 0
@@ -236,10 +227,12 @@ class Nic:
             budget=cfg.budget,
             time_bound=cfg.time_bound,
         )
-        granted = self.interrupt.granted_type
-        self._plans = self.plan_messages(granted, len(self.interrupt.messages))
-        self.configure_interrupts(granted)
-        self.enable_all()
+        # The one place the granted type is looked at: it picks the mode.
+        mode = self.interrupt_mode(self.interrupt.granted_type)
+        self._plans = mode.plan(len(self.interrupt.messages))
+        mode.configure(self._plans)
+        self._mode = mode
+        mode.enable_all(self._plans)
 
     def reset(self, wait_link: float | None = None) -> None:
         """Reset the NIC under traffic and carry on with the same rings and buffers.
@@ -394,20 +387,10 @@ class Nic:
         )
 
     def _isr(self, ctx: Any) -> IsrResult:
-        """Line-based and MSI: ICR says whether this NIC interrupted (and clears it)."""
-        icr = self.bar.read32(regs.ICR)
-        if not icr:
-            return ISR_NOT_MINE  # a shared line's other device, or a stale message
-        with self._icr_lock:
-            self._line_causes |= icr
-        self.bar.write32(regs.IMC, ALL_CAUSES)
-        return ISR_QUEUE_DEFAULT_DPC
+        return self._mode.isr(0)
 
     def _message_isr(self, ctx: Any, message_id: int) -> IsrResult:
-        if self.interrupt is None or self.interrupt.granted_type is not InterruptType.MSIX:
-            return self._isr(ctx)
-        self.msix_ack_and_mask(message_id)
-        return ISR_QUEUE_DEFAULT_DPC
+        return self._mode.isr(message_id)
 
     def _dpc(self, ctx: Any, dpc_ctx: Any, throttle: ReceiveThrottleParameters) -> None:
         self._message_dpc(ctx, 0, dpc_ctx, throttle)
@@ -417,9 +400,7 @@ class Nic:
     ) -> None:
         plan = self._plans[message_id] if message_id < len(self._plans) else MessagePlan()
         if plan.other:
-            with self._icr_lock:
-                causes, self._line_causes = self._line_causes, 0
-            causes |= self.other_causes(message_id)
+            causes = self._mode.other_causes(message_id)
             if causes & regs.Icr.LSC:
                 self._link_changed()
         indicated = 0
@@ -447,36 +428,20 @@ class Nic:
             self.rx[queue].replenish()
 
     def _enable(self, ctx: Any) -> None:
-        self.bar.write32(regs.IMS, self.line_causes())
+        self._mode.enable(0)
 
     def _disable(self, ctx: Any) -> None:
-        self.bar.write32(regs.IMC, ALL_CAUSES)
+        self._mode.disable(0)
 
     def _enable_message(self, ctx: Any, message_id: int) -> None:
-        if self.interrupt is not None and self.interrupt.granted_type is InterruptType.MSIX:
-            self.msix_unmask(message_id)
-        else:
-            self._enable(ctx)
+        self._mode.enable(message_id)
 
     def _disable_message(self, ctx: Any, message_id: int) -> None:
-        if self.interrupt is not None and self.interrupt.granted_type is InterruptType.MSIX:
-            self.msix_mask(message_id)
-        else:
-            self._disable(ctx)
+        self._mode.disable(message_id)
 
     def rx_messages(self) -> list[int]:
         """Message ids that serve receive queues."""
         return [m for m, plan in enumerate(self._plans) if plan.rx]
-
-    def enable_all(self) -> None:
-        """Unmask every message the plan uses (after registration and mapping)."""
-        assert self.interrupt is not None
-        if self.interrupt.granted_type is InterruptType.MSIX:
-            for message_id, plan in enumerate(self._plans):
-                if plan.rx or plan.other:  # a message with nothing to serve stays masked
-                    self.msix_unmask(message_id)
-        else:
-            self._enable(None)
 
     # -- receive delivery ----------------------------------------------------------
 
@@ -533,10 +498,13 @@ class Nic:
         *,
         queue: int = 0,
         timeout: float | None = 1.0,
+        desc_bits: int = 0,
     ) -> int:
         """Post frames on a TX queue; waits up to ``timeout`` s while the ring is full.
 
         Returns how many were posted (fewer than given only on timeout).
+        ``desc_bits`` go into each descriptor's second quadword (family options:
+        igb's IEEE 1588 timestamp request, ``hwnic/nic/igb_ptp.py``).
         """
         ring, lock = self.tx[queue], self._tx_locks[queue]
         total = len(frames)
@@ -546,9 +514,9 @@ class Nic:
             with lock:
                 ring.reclaim()
                 if lengths is None:
-                    n = ring.post(frames[done:])
+                    n = ring.post(frames[done:], desc_bits=desc_bits)
                 else:
-                    n = ring.post(frames[done:], lengths[done:])
+                    n = ring.post(frames[done:], lengths[done:], desc_bits=desc_bits)
             done += n
             if done < total:
                 if n:
@@ -653,10 +621,10 @@ class Nic:
     # -- what each family provides ----------------------------------------------------------
 
     def rx_tail_offset(self, queue: int) -> int:
-        return regs.RDBAL0 + queue * regs.QUEUE_STRIDE + regs.DT
+        return regs.RDT(queue)
 
     def tx_tail_offset(self, queue: int) -> int:
-        return regs.TDBAL0 + queue * regs.QUEUE_STRIDE + regs.DT
+        return regs.TDT(queue)
 
     def mask_all(self) -> None:
         self.bar.write32(regs.IMC, ALL_CAUSES)
@@ -683,39 +651,25 @@ class Nic:
     def messages_wanted(self, counts: Any) -> int | None:
         return None
 
-    def plan_messages(self, kind: InterruptType, count: int) -> list[MessagePlan]:
-        """One message for everything unless a family maps causes to MSI-X messages."""
-        queues = tuple(range(self.config.queues))
-        return [MessagePlan(rx=queues, other=True)]
-
-    def configure_interrupts(self, kind: InterruptType) -> None:
-        raise NotImplementedError
+    def interrupt_mode(self, kind: InterruptType) -> InterruptMode:
+        """How this family serves ``kind``; line-based and MSI are the same for all."""
+        if kind is InterruptType.MSIX:
+            raise NotImplementedError(f"{self.family} has no MSI-X mode")
+        return SharedLine(self)
 
     def line_causes(self) -> int:
         """IMS for line-based and MSI operation."""
         return int(regs.Icr.RXT0 | regs.Icr.RXDMT0 | regs.Icr.RXO | regs.Icr.LSC)
 
-    def msix_ack_and_mask(self, message_id: int) -> None:
-        raise NotImplementedError
-
-    def msix_mask(self, message_id: int) -> None:
-        raise NotImplementedError
-
-    def msix_unmask(self, message_id: int) -> None:
-        raise NotImplementedError
-
-    def other_causes(self, message_id: int) -> int:
-        """Causes behind the "other" MSI-X message (read and acknowledged here)."""
-        return 0
-
     # -- helpers the families share ------------------------------------------------------------
 
-    def program_ring(self, base: int, iova: int, nbytes: int) -> None:
-        """Write a ring's base, length, head and tail registers."""
+    def program_ring(self, dbal: int, iova: int) -> None:
+        """A ring's base, length (ring_size descriptors), head and tail; DBAL at ``dbal``."""
         write32 = self.bar.write32
-        write32(base + regs.DBAL, iova & 0xFFFFFFFF)
+        base = dbal - regs.DBAL
+        write32(base + regs.DBAL, iova & U32_MASK)
         write32(base + regs.DBAH, iova >> 32)
-        write32(base + regs.DLEN, nbytes)
+        write32(base + regs.DLEN, self.config.ring_size * DESCRIPTOR_BYTES)
         write32(base + regs.DH, 0)
         write32(base + regs.DT, 0)
 

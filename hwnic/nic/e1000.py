@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import time
 
-from hwnic.ndis import InterruptType
 from hwnic.nic import regs
 from hwnic.nic.base import Nic
 from hwnic.nic.descriptors import LEGACY_RX_FORMAT
 
 # TIPG for the 82540EM's copper PHY: IPGT 10, IPGR1 8, IPGR2 6 (datasheet 13.4.34)
-TIPG_82540 = 10 | (8 << regs.TIPG_IPGR1_SHIFT) | (6 << regs.TIPG_IPGR2_SHIFT)
+TIPG_82540 = regs.tipg(10, 8, 6)
 # QEMU's 82540EM refuses frames for 1 s after every RCTL write and then
 # delivers what queued meanwhile all at once, dropping whatever exceeds the
 # ring (QEMU-NICS.md §3): on QEMU, open() waits this out. Real parts do not.
@@ -31,15 +30,14 @@ class E1000(Nic):
 
     def init_hw(self) -> None:
         bar = self.bar
-        ring_bytes = self.config.ring_size * 16
         bar.write32(regs.TCTL, 0)
         bar.write32(regs.RCTL, 0)
-        self.program_ring(regs.TDBAL0, self.tx_desc_iova[0], ring_bytes)
+        self.program_ring(regs.TDBAL(0), self.tx_desc_iova[0])
         bar.write32(regs.TIDV, 0)
         bar.write32(regs.TADV, 0)
         bar.write32(regs.TIPG, TIPG_82540)
         bar.write32(regs.TCTL, TCTL_BASE)
-        self.program_ring(regs.RDBAL0, self.rx_desc_iova[0], ring_bytes)
+        self.program_ring(regs.RDBAL(0), self.rx_desc_iova[0])
         bar.write32(regs.RDTR, 0)  # no receive delay: moderation is ITR's job
         bar.write32(regs.RADV, 0)
         bar.write32(regs.ITR, self.itr_value(0))
@@ -53,6 +51,3 @@ class E1000(Nic):
         )
         if self.on_qemu:
             time.sleep(QEMU_RCTL_BLACKOUT)
-
-    def configure_interrupts(self, kind: InterruptType) -> None:
-        """Nothing to map: one line, the causes enabled by IMS."""

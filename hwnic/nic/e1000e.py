@@ -11,17 +11,16 @@ RSS spreads flows (MRQC, RETA, extended descriptors, as the 82574 requires).
 
 from __future__ import annotations
 
-from hwnic.ndis import InterruptType
+from hwnic.ndis import ISR_QUEUE_DEFAULT_DPC, InterruptType, IsrResult
 from hwnic.nic import regs
 from hwnic.nic import regs_e1000e as r
-from hwnic.nic.base import MessagePlan, Nic, NicConfig
+from hwnic.nic.base import Nic, NicConfig
 from hwnic.nic.descriptors import EXTENDED_RX_FORMAT, LEGACY_RX_FORMAT
+from hwnic.nic.irq import InterruptMode, MessagePlan
 from hwnic.vfio import Device
 
-TIPG_82574 = 8 | (8 << regs.TIPG_IPGR1_SHIFT) | (6 << regs.TIPG_IPGR2_SHIFT)
+TIPG_82574 = regs.tipg(8, 8, 6)
 TCTL_BASE = regs.Tctl.EN | regs.Tctl.PSP | regs.TCTL_CT_DEFAULT | regs.TCTL_COLD_FULL_DUPLEX
-MRQC_ENABLE_RSS_2Q = 0x1
-RETA_QUEUE1 = 0x80  # the 82574 takes an entry's queue from its bit 7
 QUEUE_CAUSES = r.IcrMsix.RXQ0 | r.IcrMsix.RXQ1 | r.IcrMsix.TXQ0 | r.IcrMsix.TXQ1
 OTHER_CAUSES = r.IcrMsix.OTHER | regs.Icr.LSC
 
@@ -40,13 +39,11 @@ class E1000e(Nic):
     def init_hw(self) -> None:
         bar = self.bar
         cfg = self.config
-        ring_bytes = cfg.ring_size * 16
         bar.write32(regs.RCTL, 0)
         bar.write32(regs.TCTL, regs.Tctl.PSP)
         for q in range(cfg.queues):
-            self.program_ring(regs.TDBAL0 + q * regs.QUEUE_STRIDE, self.tx_desc_iova[q], ring_bytes)
-            tarc = r.TARC0 + q * regs.QUEUE_STRIDE
-            bar.write32(tarc, bar.read32(tarc) | r.TARC_ENABLE)
+            self.program_ring(regs.TDBAL(q), self.tx_desc_iova[q])
+            bar.write32(r.TARC(q), bar.read32(r.TARC(q)) | r.TARC_ENABLE)
         bar.write32(regs.TIDV, 0)
         bar.write32(regs.TADV, 0)
         bar.write32(regs.TIPG, TIPG_82574)
@@ -54,11 +51,11 @@ class E1000e(Nic):
         if cfg.queues > 1:
             bar.write32(regs.RFCTL, bar.read32(regs.RFCTL) | regs.RFCTL_EXTEN)
             bar.write32(regs.RXCSUM, regs.RXCSUM_PCSD)
-            reta = bytes(RETA_QUEUE1 if i % 2 else 0 for i in range(regs.RETA_ENTRIES))
+            reta = bytes(r.RETA_QUEUE1 if i % 2 else 0 for i in range(regs.RETA_ENTRIES))
             regs.write_rss_tables(bar.write32, reta, regs.RSS_DEFAULT_KEY)
-            bar.write32(regs.MRQC, MRQC_ENABLE_RSS_2Q | regs.MRQC_RSS_FIELDS)
+            bar.write32(regs.MRQC, r.MRQC_ENABLE_RSS_2Q | regs.MRQC_RSS_FIELDS)
         for q in range(cfg.queues):
-            self.program_ring(regs.RDBAL0 + q * regs.QUEUE_STRIDE, self.rx_desc_iova[q], ring_bytes)
+            self.program_ring(regs.RDBAL(q), self.rx_desc_iova[q])
         bar.write32(regs.RDTR, 0)
         bar.write32(regs.RADV, 0)
         bar.write32(regs.ITR, self.itr_value(0))
@@ -68,56 +65,63 @@ class E1000e(Nic):
             regs.Rctl.EN | filters | regs.Rctl.SECRC | regs.rctl_buffer_size(cfg.buffer_size),
         )
 
-    def plan_messages(self, kind: InterruptType, count: int) -> list[MessagePlan]:
-        if kind is not InterruptType.MSIX:
-            return super().plan_messages(kind, count)
-        q = self.config.queues
-        # TxQ0/TxQ1 keep their messages (IVAR maps all five causes) but stay
-        # masked: the send path reclaims TX.
+    def interrupt_mode(self, kind: InterruptType) -> InterruptMode:
+        return E1000eMsix(self) if kind is InterruptType.MSIX else super().interrupt_mode(kind)
+
+    def stop_hw(self) -> None:
+        super().stop_hw()
+        self.bar.write32(regs.MRQC, 0)
+
+
+class E1000eMsix(InterruptMode):
+    """MSI-X on the 82574: five causes, each with its own message (IVAR).
+
+    Message n serves IVAR cause n: RxQ0, RxQ1, TxQ0, TxQ1, Other. EIAC
+    auto-clears the queue causes as each message goes out, so every new event
+    is a new edge. The TX messages stay masked (the send path reclaims).
+    """
+
+    def plan(self, count: int) -> list[MessagePlan]:
+        two = self.nic.config.queues > 1
         plans = [
             MessagePlan(rx=(0,)),
-            MessagePlan(rx=(1,) if q > 1 else ()),
-            MessagePlan(),
-            MessagePlan(),
+            MessagePlan(rx=(1,) if two else ()),
+            MessagePlan(),  # TxQ0: masked
+            MessagePlan(),  # TxQ1: masked
             MessagePlan(other=True),
         ]
         return plans[:count]
 
-    def configure_interrupts(self, kind: InterruptType) -> None:
+    def configure(self, plans: list[MessagePlan]) -> None:
         bar = self.bar
-        if kind is not InterruptType.MSIX:
-            return
         ctrl_ext = bar.read32(regs.CTRL_EXT) & ~(r.CtrlExt.IAME | r.CtrlExt.EIAME)
         bar.write32(regs.CTRL_EXT, ctrl_ext | r.CtrlExt.PBA_CLR)
         causes = {c: c for c in range(r.IVAR_CAUSES)}  # cause n -> message n
         bar.write32(r.IVAR, r.ivar_value(causes))
         bar.write32(r.EIAC, QUEUE_CAUSES)
         for v in range(r.IVAR_CAUSES):
-            bar.write32(r.EITR0 + v * r.EITR_STRIDE, self.itr_value(0))
+            bar.write32(r.EITR(v), self.nic.itr_value(0))
 
-    def _message_causes(self, message_id: int) -> int:
+    @staticmethod
+    def _causes(message_id: int) -> int:
         if message_id == r.IvarCause.OTHER:
             return int(OTHER_CAUSES)
         return int(r.MSIX_CAUSE_BITS[message_id])
 
-    def msix_ack_and_mask(self, message_id: int) -> None:
-        self.bar.write32(regs.IMC, self._message_causes(message_id))
-
-    def msix_mask(self, message_id: int) -> None:
-        self.bar.write32(regs.IMC, self._message_causes(message_id))
-
-    def msix_unmask(self, message_id: int) -> None:
-        self.bar.write32(regs.IMS, self._message_causes(message_id))
+    def isr(self, message_id: int) -> IsrResult:
+        # Mask our cause with IMC: QEMU auto-masks too, real parts need the write.
+        self.disable(message_id)
+        return ISR_QUEUE_DEFAULT_DPC
 
     def other_causes(self, message_id: int) -> int:
-        if self.interrupt is None or self.interrupt.granted_type is not InterruptType.MSIX:
-            return 0
         icr = self.bar.read32(regs.ICR)
         # Write 1 to clear (a read alone may not under MSI-X), but never a queue
         # cause: one pending behind a masked message must still fire on unmask.
         self.bar.write32(regs.ICR, icr & ~QUEUE_CAUSES)
         return icr
 
-    def stop_hw(self) -> None:
-        super().stop_hw()
-        self.bar.write32(regs.MRQC, 0)
+    def enable(self, message_id: int) -> None:
+        self.bar.write32(regs.IMS, self._causes(message_id))
+
+    def disable(self, message_id: int) -> None:
+        self.bar.write32(regs.IMC, self._causes(message_id))

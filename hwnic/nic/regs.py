@@ -129,6 +129,25 @@ DBAH = 0x04  # descriptor base address, high
 DLEN = 0x08  # ring length in bytes (a multiple of 128)
 DH = 0x10  # head (the NIC's next descriptor)
 DT = 0x18  # tail (one past the driver's last descriptor)
+
+
+# Per-queue ring registers, as ixy's IXGBE_RDT(i): queue q's register offsets.
+def RDBAL(q: int) -> int:
+    return RDBAL0 + q * QUEUE_STRIDE + DBAL
+
+
+def RDT(q: int) -> int:
+    return RDBAL0 + q * QUEUE_STRIDE + DT
+
+
+def TDBAL(q: int) -> int:
+    return TDBAL0 + q * QUEUE_STRIDE + DBAL
+
+
+def TDT(q: int) -> int:
+    return TDBAL0 + q * QUEUE_STRIDE + DT
+
+
 RDTR = 0x2820  # receive delay timer
 RADV = 0x282C  # receive absolute delay
 TIDV = 0x3820  # transmit interrupt delay
@@ -180,6 +199,13 @@ BMCR_FULL_DUPLEX = 1 << 8
 # TIPG for copper parts (datasheets: IPGT 8 (10 on the 8254x), IPGR1 8, IPGR2 6)
 TIPG_IPGR1_SHIFT = 10
 TIPG_IPGR2_SHIFT = 20
+
+
+def tipg(ipgt: int, ipgr1: int, ipgr2: int) -> int:
+    """TIPG from its three fields (transmit IPG, and the two receive-side IPG parts)."""
+    return ipgt | (ipgr1 << TIPG_IPGR1_SHIFT) | (ipgr2 << TIPG_IPGR2_SHIFT)
+
+
 ITR_UNIT_NS = 256  # ITR and 82574 EITR count in 256 ns units
 
 # Receive-side scaling (82574 and 82576 share these offsets and hash bits)

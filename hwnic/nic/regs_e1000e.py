@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from enum import IntFlag
 
+from hwnic.nic import regs
+
 EITR0 = 0x00E8  # per-vector interrupt throttle, 4 bytes apart
 EITR_STRIDE = 4
 EIAC = 0x00DC  # extended interrupt auto-clear
@@ -11,6 +13,17 @@ IAM = 0x00E0  # interrupt acknowledge auto-mask
 IVAR = 0x00E4  # interrupt vector allocation
 TARC0 = 0x3840
 TARC_ENABLE = 1 << 10  # must stay set or queue 0 never transmits
+MRQC_ENABLE_RSS_2Q = 0x1  # RSS over the two queues
+RETA_QUEUE1 = 0x80  # the 82574 takes an entry's queue from its bit 7
+
+
+def EITR(vector: int) -> int:
+    return EITR0 + vector * EITR_STRIDE
+
+
+def TARC(q: int) -> int:
+    return TARC0 + q * regs.QUEUE_STRIDE
+
 
 # IVAR holds one 4-bit field per cause: vector in bits 2:0, bit 3 = valid.
 IVAR_FIELD_BITS = 4
