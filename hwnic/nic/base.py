@@ -57,15 +57,14 @@ from hwnic.ndis import (
     register_interrupt,
 )
 from hwnic.ndis.vfio_source import VfioInterruptSource
-from hwnic.nic import regs
+from hwnic.nic import quirks, regs
 from hwnic.nic.descriptors import LEGACY_TX, RxFormat
 from hwnic.nic.irq import ALL_CAUSES, InterruptMode, MessagePlan, SharedLine
+from hwnic.nic.quirks import Flag
 from hwnic.nic.ring import DESCRIPTOR_BYTES, RxBatch, RxRing, TxRing
 from hwnic.vfio import Device
 
 U32_MASK = 0xFFFFFFFF
-QEMU_SUBSYSTEM_VENDOR = 0x1AF4  # Red Hat: QEMU's emulated NICs carry it
-PCI_SUBSYSTEM_VENDOR_ID = 0x2C
 # Defaults are the fast setting. Each DPC run and each tail write has a fixed
 # cost (numpy calls, an MMIO exit) that a larger batch spreads over more
 # frames. In the QEMU lab (igb, 64 B, same boot): budget 256 with a
@@ -145,7 +144,6 @@ class Nic:
     ) -> None:
         self.device = device
         self.config = config or NicConfig()
-        self.config.check(self.max_queues)
         self.bar = device.bar(0)
         self.on_receive = on_receive
         self._close_device = close_device
@@ -172,7 +170,13 @@ class Nic:
         self._dpc_error: dict[int, BaseException] = {}  # per message, raised when it settles
         self._hw_stats: dict[str, int] = {}
         self._hw_raw: dict[str, int] = {}
-        self.on_qemu = device.config_read(PCI_SUBSYSTEM_VENDOR_ID, 2) == QEMU_SUBSYSTEM_VENDOR
+        # The one place a port's part and emulation are decided (hwnic.nic.quirks).
+        self.quirks = quirks.for_ids(
+            device.config_read(quirks.PCI_DEVICE_ID, 2),
+            device.config_read(quirks.PCI_SUBSYSTEM_VENDOR_ID, 2),
+            self.family,
+        )
+        self.config.check(min(self.max_queues, self.quirks.part.max_queues))
         try:
             self._open()
         except BaseException:
@@ -592,7 +596,7 @@ class Nic:
         read32 = self.bar.read32
         for name, offset in regs.STATS32.items():
             value = read32(offset)
-            if self.on_qemu and name in regs.STATS_NOT_CLEARED_IN_QEMU:
+            if Flag.EMU_STATS_NOT_CLEARED in self.quirks and name in quirks.EMU_STATS_NOT_CLEARED:
                 value, self._hw_raw[name] = value - self._hw_raw.get(name, 0), value
             self._hw_stats[name] = self._hw_stats.get(name, 0) + value
         for name, offset in regs.STATS64.items():
@@ -630,7 +634,7 @@ class Nic:
         self.bar.write32(regs.IMC, ALL_CAUSES)
 
     def reset_hw(self) -> None:
-        """CTRL.RST and wait for it to self-clear (a no-op on QEMU's 82540EM)."""
+        """CTRL.RST and wait for it to self-clear (see quirks.Flag.EMU_RST_NOOP)."""
         self.bar.write32(regs.CTRL, self.bar.read32(regs.CTRL) | regs.Ctrl.RST)
         deadline = time.monotonic() + RESET_TIMEOUT
         while self.bar.read32(regs.CTRL) & regs.Ctrl.RST:

@@ -1,25 +1,23 @@
 """82540EM (e1000): one queue, line-based interrupts (INTx) only.
 
 The ISR reads ICR, which clears it and deasserts the line; zero means another
-device on a shared line raised it ("not mine"). QEMU's model quirks handled
-here without harm to real parts: CTRL.RST does nothing (every register used
-is rewritten), and RX is blocked for about 1 s after each RCTL write.
+device on a shared line raised it ("not mine"); the ISR masks every cause
+with IMC and the last DPC of the batch unmasks them with IMS (irq.SharedLine).
+What QEMU's model does differently (a no-op CTRL.RST, RX blocked for about
+1 s after each RCTL write) is in hwnic.nic.quirks.
 """
 
 from __future__ import annotations
 
 import time
 
-from hwnic.nic import regs
+from hwnic.nic import quirks, regs
 from hwnic.nic.base import Nic
 from hwnic.nic.descriptors import LEGACY_RX_FORMAT
+from hwnic.nic.quirks import Flag
 
 # TIPG for the 82540EM's copper PHY: IPGT 10, IPGR1 8, IPGR2 6 (datasheet 13.4.34)
 TIPG_82540 = regs.tipg(10, 8, 6)
-# QEMU's 82540EM refuses frames for 1 s after every RCTL write and then
-# delivers what queued meanwhile all at once, dropping whatever exceeds the
-# ring (QEMU-NICS.md §3): on QEMU, open() waits this out. Real parts do not.
-QEMU_RCTL_BLACKOUT = 1.1  # seconds
 TCTL_BASE = regs.Tctl.EN | regs.Tctl.PSP | regs.TCTL_CT_DEFAULT | regs.TCTL_COLD_FULL_DUPLEX
 
 
@@ -49,5 +47,5 @@ class E1000(Nic):
             | regs.Rctl.SECRC
             | regs.rctl_buffer_size(self.config.buffer_size),
         )
-        if self.on_qemu:
-            time.sleep(QEMU_RCTL_BLACKOUT)
+        if Flag.EMU_RCTL_BLACKOUT in self.quirks:
+            time.sleep(quirks.EMU_RCTL_BLACKOUT_S)

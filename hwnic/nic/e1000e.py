@@ -3,8 +3,8 @@
 Under MSI-X, IVAR maps the causes RxQ0, RxQ1, TxQ0, TxQ1 and Other to
 messages 0 to 4; the TX messages stay masked (the send path reclaims). EIAC
 auto-clears the queue causes as each message goes out, so every new event is
-a new edge; the ISR masks its own cause with IMC (QEMU also auto-masks, real
-parts need the write) and the enable handler unmasks it with IMS. The Other
+a new edge; the ISR masks its own cause with IMC (real parts need it; QEMU
+auto-masks as well, see quirks) and the enable handler unmasks it with IMS. The Other
 message reads and acknowledges ICR (W1C) for link changes. With two queues,
 RSS spreads flows (MRQC, RETA, extended descriptors, as the 82574 requires).
 """
@@ -109,7 +109,7 @@ class E1000eMsix(InterruptMode):
         return int(r.MSIX_CAUSE_BITS[message_id])
 
     def isr(self, message_id: int) -> IsrResult:
-        # Mask our cause with IMC: QEMU auto-masks too, real parts need the write.
+        # Mask our cause with IMC: the 82574L needs it (Flag.EMU_MSIX_AUTOMASK).
         self.disable(message_id)
         return ISR_QUEUE_DEFAULT_DPC
 

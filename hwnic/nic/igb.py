@@ -17,7 +17,7 @@ from hwnic.nic import regs_igb as r
 from hwnic.nic.base import Nic
 from hwnic.nic.descriptors import ADVANCED_RX_FORMAT
 from hwnic.nic.irq import InterruptMode, MessagePlan, SharedLine
-from hwnic.vfio import Bar
+from hwnic.nic.quirks import Flag
 
 TCTL_BASE = (
     regs.Tctl.EN | regs.Tctl.PSP | r.TCTL_RTLC | regs.TCTL_CT_DEFAULT | regs.TCTL_COLD_FULL_DUPLEX
@@ -72,8 +72,8 @@ class Igb(Nic):
             bar.write32(r.RXDCTL(q), r.XDCTL_ENABLE)
         filters = self.set_filters()
         bar.write32(regs.RCTL, regs.Rctl.EN | filters | regs.Rctl.SECRC)
-        # Link comes up only after autonegotiation is restarted (QEMU and HW alike).
-        self.phy_write(regs.PHY_BMCR, PHY_AUTONEG)
+        if Flag.PHY_RESTART_AUTONEG in self.quirks:  # else the link stays down
+            self.phy_write(regs.PHY_BMCR, PHY_AUTONEG)
 
     def interrupt_mode(self, kind: InterruptType) -> InterruptMode:
         return IgbMsix(self) if kind is InterruptType.MSIX else IgbSharedLine(self)
@@ -86,9 +86,10 @@ class Igb(Nic):
         self.bar.write32(regs.MRQC, 0)
 
 
-def set_ivar(bar: Bar, queue: int, vector: int) -> None:
+def set_ivar(nic: Nic, queue: int, vector: int) -> None:
     """Map RX queue ``queue`` to ``vector``; TX entries stay invalid (no TX interrupts)."""
-    reg, shift = r.ivar_entry_shift(queue, False)
+    bar = nic.bar
+    reg, shift = r.ivar_entry_shift(queue, False, Flag.IVAR_82580_LAYOUT in nic.quirks)
     value = bar.read32(reg) & ~(r.IVAR_ENTRY_MASK << shift)
     bar.write32(reg, value | ((vector | r.IVAR_VALID) << shift))
 
@@ -98,10 +99,9 @@ class IgbSharedLine(SharedLine):
 
     def configure(self, plans: list[MessagePlan]) -> None:
         self.bar.write32(r.GPIE, r.Gpie.NSICR)
-        # QEMU raises a queue's cause only when its IVAR entry is valid, even
-        # without MSI-X (igb_start_xmit, igb_receive); silicon ignores IVAR here.
+        # quirks.Flag.EMU_IVAR_VALID_WITHOUT_MSIX: harmless on silicon, so always.
         for q in range(self.nic.config.queues):
-            set_ivar(self.bar, q, 0)
+            set_ivar(self.nic, q, 0)
 
 
 class IgbMsix(InterruptMode):
@@ -121,7 +121,7 @@ class IgbMsix(InterruptMode):
         bar.write32(r.GPIE, r.Gpie.MSIX_MODE | r.Gpie.NSICR | r.Gpie.EIAME | r.Gpie.PBA)
         bar.write32(r.IVAR_MISC, (OTHER_MESSAGE | r.IVAR_VALID) << r.IVAR_MISC_OTHER_SHIFT)
         for q in range(self.nic.config.queues):
-            set_ivar(self.bar, q, 1 + q)
+            set_ivar(self.nic, q, 1 + q)
         bar.write32(r.EIAC, (1 << len(plans)) - 1)
         interval = round(self.nic.config.itr_us or 0) << r.EITR_INTERVAL_SHIFT
         for v in range(len(plans)):

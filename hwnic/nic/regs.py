@@ -155,7 +155,7 @@ TADV = 0x382C  # transmit absolute delay
 RING_LEN_ALIGN = 128  # DLEN must be a multiple of this or the ring is disabled
 
 # Statistics registers (clear on read). For 64-bit pairs read the low half
-# first: reading the high half clears both (QEMU-NICS.md §8, datasheets).
+# first: reading the high half clears both (datasheets; QEMU does the same).
 STATS32 = {
     "crcerrs": 0x4000,  # CRC errors
     "mpc": 0x4010,  # missed packets (no room in the receive FIFO/ring)
@@ -175,9 +175,6 @@ STATS64 = {  # name: low-half offset
     "tor": 0x40C0,  # total octets received
     "tot": 0x40C8,  # total octets transmitted
 }
-# QEMU's models never clear these on read (real parts do): on QEMU hwnic
-# takes the difference from the last value read instead.
-STATS_NOT_CLEARED_IN_QEMU = frozenset({"mpc", "rnbc", "crcerrs"})
 
 # PHY access through MDIC
 MDIC_DATA_MASK = 0xFFFF

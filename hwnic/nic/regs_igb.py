@@ -81,10 +81,19 @@ class Gpie(IntFlag):
     PBA = 1 << 31
 
 
-def ivar_entry_shift(queue: int, tx: bool) -> tuple[int, int]:
-    """(IVAR register offset, bit shift) of the entry for RX or TX queue ``queue``."""
-    reg = IVAR0 + (queue % 8) * IVAR_STRIDE
-    byte = (1 if tx else 0) + (2 if queue >= 8 else 0)
+def ivar_entry_shift(queue: int, tx: bool, layout_82580: bool = False) -> tuple[int, int]:
+    """(IVAR register offset, bit shift) of the entry for RX or TX queue ``queue``.
+
+    82576: IVAR n holds RxQ n, TxQ n, RxQ n+8, TxQ n+8. I350/I210 (the 82580
+    layout, quirks.Flag.IVAR_82580_LAYOUT): IVAR n holds RxQ 2n, TxQ 2n,
+    RxQ 2n+1, TxQ 2n+1.
+    """
+    if layout_82580:
+        reg = IVAR0 + (queue // 2) * IVAR_STRIDE
+        byte = (1 if tx else 0) + (2 if queue % 2 else 0)
+    else:
+        reg = IVAR0 + (queue % 8) * IVAR_STRIDE
+        byte = (1 if tx else 0) + (2 if queue >= 8 else 0)
     return reg, byte * 8
 
 

@@ -25,15 +25,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hwnic.nic import regs
+from hwnic.nic import quirks, regs
 from hwnic.nic import regs_igb as r_igb
 from hwnic.nic.descriptors import as_qwords, as_raw
 from hwnic.nic.ring import RxRing
 from hwnic.vfio import IrqIndex
 
-QEMU_SUBSYSTEM_VENDOR = 0x1AF4
-PCI_SUBSYSTEM_VENDOR_ID = 0x2C
 FAKE_MAC = "02:00:00:00:00:aa"
+DEVICE_IDS = {"e1000": 0x100E, "e1000e": 0x10D3, "igb": 0x10C9}  # QEMU's three models
 EOP = 1 << 1  # RX status: end of packet (legacy and advanced)
 DD = 1 << 0  # RX status: descriptor done
 _READ_CLEAR = (regs.ICR, r_igb.EICR)
@@ -103,7 +102,16 @@ class _Irq:
 class FakeDevice:
     """What :class:`hwnic.nic.base.Nic` uses of a VFIO device, without VFIO."""
 
-    def __init__(self, family: str, *, msix: int = 0, msi: int = 1, intx: int = 1) -> None:
+    def __init__(
+        self,
+        family: str,
+        *,
+        msix: int = 0,
+        msi: int = 1,
+        intx: int = 1,
+        device_id: int | None = None,
+        emulated: bool = True,
+    ) -> None:
         self.bdf = f"fake:{family}"
         self.family = family
         self._bar = FakeBar(family)
@@ -112,6 +120,10 @@ class FakeDevice:
         self.bus_master = False
         self.mappings: dict[int, int] = {}  # iova -> size
         self.intx_unmasks = 0
+        self.config_space = {
+            quirks.PCI_DEVICE_ID: DEVICE_IDS[family] if device_id is None else device_id,
+            quirks.PCI_SUBSYSTEM_VENDOR_ID: quirks.QEMU_SUBSYSTEM_VENDOR if emulated else 0x8086,
+        }
         self.closed = False
         self._heads: dict[int, int] = {}  # per RX ring: the next descriptor to write back
 
@@ -119,7 +131,7 @@ class FakeDevice:
         return self._bar
 
     def config_read(self, offset: int, size: int) -> int:
-        return QEMU_SUBSYSTEM_VENDOR if offset == PCI_SUBSYSTEM_VENDOR_ID else 0
+        return self.config_space.get(offset, 0)
 
     def set_bus_master(self, enabled: bool) -> None:
         self.bus_master = enabled
