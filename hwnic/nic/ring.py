@@ -694,9 +694,18 @@ class TxRing:
         return self.size - 1 - self.in_flight
 
     def post(
-        self, frames: np.ndarray | Sequence[np.ndarray], lengths: np.ndarray | None = None
+        self,
+        frames: np.ndarray | Sequence[np.ndarray],
+        lengths: np.ndarray | None = None,
+        *,
+        desc_bits: int = 0,
     ) -> int:
-        """Copy frames into TX buffers, write descriptors, one tail write; returns count."""
+        """Copy frames into TX buffers, write descriptors, one tail write; returns count.
+
+        ``desc_bits`` is ORed into each descriptor's second quadword: a family's
+        per-send options (igb: an advanced descriptor asking for an IEEE 1588
+        timestamp, see ``hwnic/nic/igb_ptp.py``).
+        """
         if isinstance(frames, np.ndarray) and frames.ndim == 2:
             if lengths is None:
                 lengths = np.full(len(frames), frames.shape[1], dtype=np.int64)
@@ -737,6 +746,8 @@ class TxRing:
             np.bitwise_or(lengths[:first], _TX_CMD_QWORD, out=self._q1[start:], **_CAST_TO_U64)
             np.bitwise_or(lengths[first:], _TX_CMD_QWORD, out=self._q1[: n - first], **_CAST_TO_U64)
             self.tail = n - first
+        if desc_bits:
+            self._or_bits(start, n, np.uint64(desc_bits))
         self.in_flight += n
         self._unsummed += n
         self.counters["frames"] += n
@@ -744,6 +755,12 @@ class TxRing:
         self._write_tail(self.tail)
         self.counters["tail_writes"] += 1
         return n
+
+    def _or_bits(self, start: int, n: int, bits: np.uint64) -> None:
+        """OR ``bits`` into the second quadword of ``n`` descriptors from ``start``."""
+        first = min(n, self.size - start)
+        self._q1[start : start + first] |= bits
+        self._q1[: n - first] |= bits
 
     def _fill(self, start: int, rows: np.ndarray, width: int) -> None:
         """Copy ``rows[:, :width]`` into the buffers of descriptors ``start`` on."""
