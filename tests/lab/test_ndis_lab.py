@@ -192,7 +192,7 @@ def test_framework_on_real_interrupts(port: pci.PciNic, mode: InterruptType) -> 
                 ran_on = set(miniport.dpc_cpus[message])
                 assert ran_on == {targets[message]}, f"message {message} DPC ran on {ran_on}"
                 m = stats[message]
-                # EITR expiry may add a spurious message per burst (QEMU-NICS.md §2),
+                # EITR expiry may add a spurious message per burst (docs/qemu-models.md),
                 # so at least ROUNDS; but re-enables always match batches exactly.
                 assert m.interrupts >= ROUNDS
                 assert m.batches == m.reenables + m.early_reenables

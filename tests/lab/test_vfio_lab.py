@@ -24,7 +24,7 @@ pytestmark = pytest.mark.lab
 ALL_CAUSES = 0xFFFFFFFF
 SIGNAL_TIMEOUT = 5.0  # seconds: generous, the guest runs under TCG
 QUIET_WINDOW = 0.3  # seconds to watch for a signal that must not come
-SETTLE = 0.2  # lets throttle-timer repeats (QEMU-NICS.md §2) land before draining
+SETTLE = 0.2  # lets throttle-timer repeats (docs/qemu-models.md) land before draining
 MIN_FRAME = 60
 LAB_MAC_PREFIX = "52:54:00:12:34:"
 
@@ -75,7 +75,7 @@ def test_regions_and_irq_counts(dev: vfio.Device, port: pci.PciNic) -> None:
     assert dev.region_info(0).size == 128 * 1024
     modes = (vfio.IrqIndex.INTX, vfio.IrqIndex.MSI, vfio.IrqIndex.MSIX)
     counts = [dev.irq_info(i).count for i in modes]
-    expected = {  # LAB.md: what QEMU 10 offers per model
+    expected = {  # docs/qemu-models.md: what QEMU 10 offers per model
         "e1000": (1, 0, 0),
         "e1000e": (1, 1, 5),
         "igb": (1, 1, 10),
