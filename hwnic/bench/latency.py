@@ -51,6 +51,10 @@ PTP_HEADER = 34  # PTP v2 common header
 PTP_VERSION = 2
 PTP_SYNC_LENGTH = 44  # messageLength of a Sync: header + originTimestamp
 PTP_SEQUENCE_OFFSET = ETH_HEADER + 30  # sequenceId, big-endian
+# QEMU's igb reads the PTP header through an unpacked C struct: it finds the
+# sequenceId 2 bytes later (controlField, logMessageInterval in PTP v2) and
+# reads it little-endian. The probe carries a copy there (we are no PTP stack).
+QEMU_SEQUENCE_OFFSET = PTP_SEQUENCE_OFFSET + 2
 PROBE_MAGIC = b"HWLT"
 MAGIC_OFFSET = ETH_HEADER + PTP_HEADER
 ID_OFFSET = MAGIC_OFFSET + 4  # u32 probe id, big-endian
@@ -100,6 +104,9 @@ def build_probe(probe_id: int, src: str, dst: str, length: int = PROBE_MIN_LENGT
     )
     frame[PTP_SEQUENCE_OFFSET : PTP_SEQUENCE_OFFSET + 2] = np.frombuffer(
         struct.pack(">H", probe_id & _U16), np.uint8
+    )
+    frame[QEMU_SEQUENCE_OFFSET : QEMU_SEQUENCE_OFFSET + 2] = np.frombuffer(
+        struct.pack("<H", probe_id & _U16), np.uint8
     )
     frame[MAGIC_OFFSET:ID_OFFSET] = _MAGIC
     frame[ID_OFFSET:TX_NS_OFFSET] = np.frombuffer(struct.pack(">I", probe_id), np.uint8)
@@ -242,12 +249,9 @@ class _Sink:
 
 
 def _clock_offset(tx: igb_ptp.IgbPtp, rx: igb_ptp.IgbPtp) -> dict[str, int]:
-    """RX port's SYSTIM minus TX port's, both against CLOCK_MONOTONIC."""
-    a, b = igb_ptp.clock_sample(tx), igb_ptp.clock_sample(rx)
-    return {
-        "rx_minus_tx_ns": wrap_ns(b.offset_ns - a.offset_ns),
-        "uncertainty_ns": (a.window_ns + b.window_ns) // 2,
-    }
+    """RX port's SYSTIM minus TX port's (both ports are in this process)."""
+    sample = igb_ptp.cross_offset(tx, rx)
+    return {"rx_minus_tx_ns": sample.offset_ns, "uncertainty_ns": sample.window_ns // 2}
 
 
 class LatencyRun:

@@ -42,6 +42,7 @@ def test_probe_is_a_ptp_v2_sync_frame() -> None:
     assert frame[12:14].tobytes() == b"\x88\xf7"
     assert frame[14] == igb_ptp.PTP_V2_SYNC and frame[15] == 2
     assert frame[44:46].tobytes() == b"\x12\x34"  # sequenceId, big-endian
+    assert frame[46:48].tobytes() == b"\x34\x12"  # the copy where QEMU reads it
 
 
 def test_other_frames_are_not_probes() -> None:
@@ -206,7 +207,8 @@ class FakeIgb1588:
             ):
                 self._latch(r.RXSTMPL, r.RXSTMPH)
                 self.regs[r.TSYNCRXCTL] = ctl | r.Tsyncrxctl.VALID
-                (seq,) = struct.unpack("<H", frame[44:46].tobytes())  # QEMU: le16_to_cpu
+                # QEMU: an unpacked struct puts sequence_id at PTP offset 32, le16_to_cpu.
+                (seq,) = struct.unpack("<H", frame[46:48].tobytes())
                 self.regs[r.RXSATRH] = seq << 16
             return
 
@@ -270,6 +272,16 @@ def test_clock_sample_finds_systim_against_monotonic() -> None:
     import time
 
     assert abs(sample.offset_ns - (10**12 - time.monotonic_ns())) < 10**9
+
+
+def test_cross_offset_between_two_ports() -> None:
+    fa, a = _enabled(clock_ns=1_000_000)
+    fb, b = _enabled(clock_ns=1_000_000)
+    fb.regs[r.TIMINCA] = igb_ptp.TIMINCA_82576
+    fb.clock_ns = 1_000_000 + 2_500  # port b's clock reads 2.5 µs ahead
+    sample = igb_ptp.cross_offset(a, b, samples=3)
+    assert sample == igb_ptp.ClockSample(offset_ns=2_500, window_ns=0)
+    assert fa.reads.count(r.SYSTIML) == 2 * fb.reads.count(r.SYSTIML) == 6
 
 
 class _Batch:
