@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command: sets up whatever is missing (tools/setup-host.sh), then runs
 # lint, type checks, the host-side tests and, in one boot of the QEMU lab with
-# two ports of each model (paired on hubs), every lab test.
+# two ports of each model (paired on hubs), every lab test, then the suite
+# again on one pair given by address, as on a real machine (tools/lab-suite.sh).
 #   tools/test.sh            everything
 #   tools/test.sh --host     skip the lab (no QEMU boot)
 set -euo pipefail
@@ -26,12 +27,12 @@ pytest_rc "$venv/python" -m pytest tests/host
 # emulator stall, reported with where each vCPU was); that boot is retried once.
 GUEST_FROZE=75
 lab() {
-    pytest_rc "$venv/hwnic" lab run --timeout 1500 \
+    "$venv/hwnic" lab run --timeout 1500 \
         --nic e1000 --nic e1000 --nic e1000e --nic e1000e --nic igb --nic igb \
-        -- python -m pytest -v -p no:cacheprovider tests/lab
+        -- tools/lab-suite.sh
 }
 if [ "${1:-}" != "--host" ]; then
-    step "lab tests (QEMU: 2x e1000, 2x e1000e, 2x igb)"
+    step "lab tests (QEMU: 2x e1000, 2x e1000e, 2x igb; then real-port mode on the igb pair)"
     rc=0
     lab || rc=$?
     if [ "$rc" -eq "$GUEST_FROZE" ]; then

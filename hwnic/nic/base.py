@@ -175,6 +175,7 @@ class Nic:
             device.config_read(quirks.PCI_DEVICE_ID, 2),
             device.config_read(quirks.PCI_SUBSYSTEM_VENDOR_ID, 2),
             self.family,
+            device.config_read(quirks.PCI_SUBSYSTEM_ID, 2),
         )
         self.config.check(min(self.max_queues, self.quirks.part.max_queues))
         try:

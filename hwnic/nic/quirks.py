@@ -2,10 +2,11 @@
 
 The flags are named like Linux's ``FLAG_*`` bits and chosen once, when a port
 is opened, from its PCI ids (:func:`for_ids`): the part's own flags from
-:data:`PARTS`, plus :data:`EMULATED` when the subsystem vendor is QEMU's
-(0x1af4, Red Hat). No other file asks whether it runs on QEMU; a model tests
-a flag. A workaround that is harmless on silicon is applied to every part of
-the family and still named here (``ALWAYS``), so the reason stays written.
+:data:`PARTS`, plus :data:`EMULATED` when the ids are QEMU's (subsystem
+vendor 0x1af4, Red Hat, on its e1000 and igb; 8086:0000 on its e1000e).
+No other file asks whether it runs on QEMU; a model tests a flag. A
+workaround that is harmless on silicon is applied to every part of the
+family and still named here (``ALWAYS``), so the reason stays written.
 
 Sources: the 82540EM/82574L/82576/I350/I210 datasheets, Linux's e1000, e1000e
 and igb drivers, and QEMU 10's ``hw/net/e1000.c``, ``e1000e_core.c`` and
@@ -20,6 +21,11 @@ from enum import IntFlag
 QEMU_SUBSYSTEM_VENDOR = 0x1AF4  # Red Hat, Inc.: QEMU's emulated NICs carry it
 PCI_SUBSYSTEM_VENDOR_ID = 0x2C  # config space offset
 PCI_DEVICE_ID = 0x02
+PCI_SUBSYSTEM_ID = 0x2E
+INTEL_VENDOR = 0x8086
+# QEMU's e1000e is the exception: its subsystem ids default to 8086:0000
+# (e1000e.c, properties subsys_ven/subsys), which no 82574L board carries.
+QEMU_E1000E_SUBSYSTEM = (INTEL_VENDOR, 0x0000)
 # QEMU's 82540EM refuses frames for about 1 s after each RCTL write, then
 # delivers what queued meanwhile at once, dropping what exceeds the ring.
 EMU_RCTL_BLACKOUT_S = 1.1
@@ -134,9 +140,24 @@ class Quirks:
         return bool(self.flags & flag)
 
 
-def for_ids(device_id: int, subsystem_vendor: int, family: str) -> Quirks:
+def is_emulated(device_id: int, subsystem_vendor: int, subsystem_id: int) -> bool:
+    """Whether the PCI ids are those of one of QEMU's models."""
+    if subsystem_vendor == QEMU_SUBSYSTEM_VENDOR:
+        return True
+    part = PARTS.get(device_id)
+    return (
+        part is not None
+        and part.family == "e1000e"
+        and (subsystem_vendor, subsystem_id) == QEMU_E1000E_SUBSYSTEM
+    )
+
+
+def for_ids(
+    device_id: int, subsystem_vendor: int, family: str, subsystem_id: int | None = None
+) -> Quirks:
     """The quirks of a port from its PCI ids (an unknown id gets its family's defaults)."""
     part = PARTS.get(device_id) or Part(f"8086:{device_id:04x}", family, 1)
-    emulated = subsystem_vendor == QEMU_SUBSYSTEM_VENDOR
+    sub_id = 0xFFFF if subsystem_id is None else subsystem_id
+    emulated = is_emulated(device_id, subsystem_vendor, sub_id)
     flags = part.flags | (EMULATED.get(part.family, NO_FLAGS) if emulated else NO_FLAGS)
     return Quirks(part, emulated, flags)

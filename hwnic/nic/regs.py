@@ -14,6 +14,15 @@ CTRL = 0x0000
 STATUS = 0x0008
 CTRL_EXT = 0x0018
 MDIC = 0x0020
+EERD = 0x0014  # EEPROM/NVM read: one 16-bit word per request
+# Flow control and VLAN EtherType (read/write storage: the register self-test)
+FCAL = 0x0028
+FCAH = 0x002C
+FCT = 0x0030
+VET = 0x0038
+FCTTV = 0x0170
+TXCW = 0x0178
+FCRTH = 0x2168
 
 # Interrupts (legacy/MSI causes)
 ICR = 0x00C0
@@ -188,10 +197,23 @@ PHY_ADDRESS = 1  # the internal PHY of these parts
 PHY_BMCR = 0  # basic mode control register
 BMCR_RESET = 1 << 15
 BMCR_LOOPBACK = 1 << 14
+BMCR_POWER_DOWN = 1 << 11
 BMCR_SPEED_1000 = 1 << 6
 BMCR_AUTONEG_ENABLE = 1 << 12
 BMCR_AUTONEG_RESTART = 1 << 9
 BMCR_FULL_DUPLEX = 1 << 8
+
+# EERD layouts (quirks.Flag.EERD_8254X): the 8254x has START bit 0, DONE bit 4,
+# address at bit 8; the 82574/82576/I350/I210 have DONE bit 1, address at bit 2.
+# Both return the word in bits 31:16.
+EERD_START = 1 << 0
+EERD_DONE_8254X = 1 << 4
+EERD_ADDR_SHIFT_8254X = 8
+EERD_DONE = 1 << 1
+EERD_ADDR_SHIFT = 2
+EERD_DATA_SHIFT = 16
+NVM_CHECKSUM_WORDS = 0x40  # words 0x00-0x3F, the last one the checksum word
+NVM_SUM = 0xBABA  # what those words add up to (16-bit) in a valid image
 
 # TIPG for copper parts (datasheets: IPGT 8 (10 on the 8254x), IPGR1 8, IPGR2 6)
 TIPG_IPGR1_SHIFT = 10

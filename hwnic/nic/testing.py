@@ -122,7 +122,10 @@ class FakeDevice:
         self.intx_unmasks = 0
         self.config_space = {
             quirks.PCI_DEVICE_ID: DEVICE_IDS[family] if device_id is None else device_id,
-            quirks.PCI_SUBSYSTEM_VENDOR_ID: quirks.QEMU_SUBSYSTEM_VENDOR if emulated else 0x8086,
+            quirks.PCI_SUBSYSTEM_VENDOR_ID: (
+                quirks.QEMU_SUBSYSTEM_VENDOR if emulated else quirks.INTEL_VENDOR
+            ),
+            quirks.PCI_SUBSYSTEM_ID: 0x1100 if emulated else 0xA01F,
         }
         self.closed = False
         self._heads: dict[int, int] = {}  # per RX ring: the next descriptor to write back

@@ -30,6 +30,12 @@ def test_emulation_flags_only_with_qemus_subsystem_vendor() -> None:
     assert Flag.EMU_IVAR_VALID_WITHOUT_MSIX in quirks.for_ids(0x1521, 0x8086, "igb")
 
 
+def test_qemus_e1000e_is_known_by_its_intel_subsystem_0000() -> None:
+    assert quirks.for_ids(0x10D3, 0x8086, "e1000e", 0x0000).emulated
+    assert not quirks.for_ids(0x10D3, 0x8086, "e1000e", 0xA01F).emulated
+    assert not quirks.for_ids(0x10C9, 0x8086, "igb", 0x0000).emulated  # only the e1000e
+
+
 def test_part_differences() -> None:
     i210 = quirks.PARTS[0x1533]
     assert i210.max_queues == 4 and Flag.IVAR_82580_LAYOUT in i210.flags

@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from hwnic import pci
-from hwnic.cli.bench import lab_pair
 from hwnic.cli.main import main
+from hwnic.pytest_plugin import Pair, Rig
 
 pytestmark = pytest.mark.lab
 
@@ -22,9 +21,8 @@ BATCH = 32
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def test_loopback_count_without_loss(port: pci.PciNic, tmp_path: Path) -> None:
-    assert port.family is not None
-    tx, rx = lab_pair(port.family)
+def test_loopback_count_without_loss(pair: Pair, hwnic_rig: Rig, tmp_path: Path) -> None:
+    tx, rx = pair[0].bdf, pair[1].bdf
     out, png = tmp_path / "bench.json", tmp_path / "bench.png"
     rc = main(
         ["bench", "loopback", "--tx", tx, "--rx", rx, "--count", str(FRAMES),
@@ -42,7 +40,8 @@ def test_loopback_count_without_loss(port: pci.PciNic, tmp_path: Path) -> None:
     assert s["irq"]["rx"]["indicated"] == FRAMES
     assert s["irq"]["rx"]["interrupts"] > 0
     assert {p["role"]: p["bdf"] for p in data["ports"]} == {"tx": tx, "rx": rx}
-    assert {p["family"] for p in data["ports"]} == {port.family}
-    assert data["settings"]["count"] == FRAMES and data["machine"]["in_lab"]
+    assert {p["family"] for p in data["ports"]} == {pair[0].family}
+    assert data["settings"]["count"] == FRAMES
+    assert data["machine"]["in_lab"] == hwnic_rig.in_lab
     assert data["stats"]["rx"]["hw"]["gprc"] >= FRAMES
     assert png.read_bytes()[:8] == PNG_MAGIC

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 import hwnic
-from hwnic import capture, pci, traffic
-from hwnic.cli.bench import lab_pair
+from hwnic import capture, traffic
 from hwnic.cli.main import main
+from hwnic.pytest_plugin import Pair
 
 pytestmark = pytest.mark.lab
 
@@ -47,9 +47,8 @@ def _wait_for_line(stream: object, text: str, timeout: float) -> list[str]:
 
 
 @pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark is not installed")
-def test_capture_then_replay(port: pci.PciNic, tmp_path: Path) -> None:
-    assert port.family is not None
-    a, b = lab_pair(port.family)
+def test_capture_then_replay(pair: Pair, tmp_path: Path) -> None:
+    a, b = pair[0].bdf, pair[1].bdf
     path = tmp_path / "capture.pcap"
     with hwnic.open(b) as peer:
         frames = traffic.build(np.arange(FRAMES), LENGTHS, peer.mac, "ff:ff:ff:ff:ff:ff")

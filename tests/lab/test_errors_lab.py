@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import os
 import subprocess
 import sys
 
 import pytest
+
+from hwnic.pytest_plugin import Rig
 
 pytestmark = pytest.mark.lab
 
@@ -23,8 +23,8 @@ def hwnic_cli(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_not_bound_to_vfio_is_one_line_and_bind_fixes_it() -> None:
-    bdf = json.loads(os.environ["HWNIC_LAB_NICS"])[-1]["bdf"]
+def test_not_bound_to_vfio_is_one_line_and_bind_fixes_it(hwnic_rig: Rig) -> None:
+    bdf = hwnic_rig.ports[-1].bdf
     assert hwnic_cli("unbind", bdf).returncode == 0
     try:
         proc = hwnic_cli("info", bdf)

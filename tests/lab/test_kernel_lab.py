@@ -17,8 +17,8 @@ import pytest
 import hwnic
 from hwnic import traffic
 from hwnic.bench.runner import RxCounter
-from hwnic.lab.guest import lab_pairs
 from hwnic.lab.kernel import mac_of, pktgen, rx_packets, to_kernel, to_vfio
+from hwnic.pytest_plugin import Rig
 
 pytestmark = pytest.mark.lab
 
@@ -43,8 +43,8 @@ def wait_for(read: object, want: int) -> int:
     return value
 
 
-def test_kernel_pktgen_to_hwnic_and_hwnic_to_kernel() -> None:
-    pairs = lab_pairs()
+def test_kernel_pktgen_to_hwnic_and_hwnic_to_kernel(hwnic_rig: Rig) -> None:
+    pairs = hwnic_rig.pairs()
     model = next((m for m in PREFERRED if m in pairs), None)
     if model is None:
         pytest.skip("the lab has no two ports of one model on one hub")

@@ -7,7 +7,6 @@ each model offers is exercised.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 
@@ -16,14 +15,13 @@ import pytest
 
 import hwnic
 from hwnic import pci, traffic
-from hwnic.lab.guest import lab_pairs
-from hwnic.lab.topology import LabNic
 from hwnic.ndis import InterruptType
 from hwnic.nic.base import Nic
+from hwnic.pytest_plugin import LinkControl, Pair, TestPort, rig_of
 
 pytestmark = pytest.mark.lab
 
-LabPair = tuple[LabNic, LabNic]
+LabPair = Pair
 
 RECEIVE_TIMEOUT = 60.0  # seconds for a whole test's traffic under TCG
 LINK_TIMEOUT = 30.0
@@ -36,7 +34,8 @@ RSS_QUEUES = {"e1000e": 2, "igb": 4}
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    pairs = lab_pairs() if os.environ.get("HWNIC_LAB") == "1" else {}
+    rig = rig_of(metafunc.config)
+    pairs = rig.pairs() if rig else {}
     if "pair" in metafunc.fixturenames and "mode" in metafunc.fixturenames:
         cases = [(p, m) for f, p in sorted(pairs.items()) for m in MODES[f]]
         ids = [f"{p[0].model}-{m}" for p, m in cases]
@@ -46,7 +45,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("pair", cases, ids=[p[0].model for p in cases])
 
 
-def _ready(entry: LabNic) -> str:
+def _ready(entry: TestPort) -> str:
     nic = pci.describe(entry.address)
     assert nic.vfio_ready, f"{entry.address} is not bound to vfio-pci"
     return nic.bdf
@@ -191,15 +190,14 @@ def test_rss_spreads_flows(ports: tuple[Nic, Nic], pair: LabPair) -> None:
         assert all(r > 0 for r in runs), f"DPC runs per RX message: {runs}"
 
 
-def test_link_flap_reported_and_traffic_resumes(ports: tuple[Nic, Nic], pair: LabPair) -> None:
-    from hwnic.lab.control import LabControl
-
+def test_link_flap_reported_and_traffic_resumes(
+    ports: tuple[Nic, Nic], pair: LabPair, hwnic_link: LinkControl
+) -> None:
     a, b = ports
-    control = LabControl()
     changes = b.link_changes
-    control.set_link(pair[1].qemu_id, False)
+    hwnic_link.set_link(pair[1], False, nic=b)
     b.wait_link(False, LINK_TIMEOUT)
-    control.set_link(pair[1].qemu_id, True)
+    hwnic_link.set_link(pair[1], True, nic=b)
     b.wait_link(True, LINK_TIMEOUT)
     deadline = time.monotonic() + LINK_TIMEOUT
     while b.link_changes < changes + 2 and time.monotonic() < deadline:
@@ -212,14 +210,13 @@ def test_link_flap_reported_and_traffic_resumes(ports: tuple[Nic, Nic], pair: La
     assert len(got) == n and (got == np.arange(n)).all()
 
 
-def test_link_flap_under_traffic(ports: tuple[Nic, Nic], pair: LabPair) -> None:
+def test_link_flap_under_traffic(
+    ports: tuple[Nic, Nic], pair: LabPair, hwnic_link: LinkControl
+) -> None:
     """Frames sent while the link is down are lost (QEMU drops them); the rest arrive."""
     import threading
 
-    from hwnic.lab.control import LabControl
-
     a, b = ports
-    control = LabControl()
     stop = threading.Event()
     sent = [0]
 
@@ -234,10 +231,10 @@ def test_link_flap_under_traffic(ports: tuple[Nic, Nic], pair: LabPair) -> None:
     thread.start()
     try:
         time.sleep(0.5)
-        control.set_link(pair[1].qemu_id, False)
+        hwnic_link.set_link(pair[1], False, nic=b)
         b.wait_link(False, LINK_TIMEOUT)
         time.sleep(0.5)
-        control.set_link(pair[1].qemu_id, True)
+        hwnic_link.set_link(pair[1], True, nic=b)
         b.wait_link(True, LINK_TIMEOUT)
         resumed_at = sent[0]
         time.sleep(1.0)

@@ -28,7 +28,13 @@ import pytest
 from hwnic import pci
 from hwnic.lab.guest import lab_nics
 
-pytestmark = pytest.mark.lab
+pytestmark = [
+    pytest.mark.lab,
+    pytest.mark.needs_lab(
+        "installs udev rules and switches users in the guest; "
+        "on a lab machine follow the README's steps instead"
+    ),
+]
 
 REPO = Path(__file__).resolve().parents[2]
 RULES_DIR = Path("/etc/udev/rules.d")

@@ -32,16 +32,15 @@ import pytest
 
 import hwnic
 from hwnic import traffic, vfio
-from hwnic.lab.guest import lab_pairs
-from hwnic.lab.topology import LabNic
 from hwnic.nic import regs
 from hwnic.nic import regs_igb as r_igb
 from hwnic.nic.base import Nic
 from hwnic.nic.ring import RxBatch
+from hwnic.pytest_plugin import LinkControl, Pair, rig_of
 
 pytestmark = pytest.mark.lab
 
-LabPair = tuple[LabNic, LabNic]
+LabPair = Pair
 
 LINK_TIMEOUT = 30.0
 CHILD_TIMEOUT = 120.0  # seconds for a child to open its ports and pass traffic under TCG
@@ -107,7 +106,8 @@ EXITS_ELSEWHERE = ("sigterm", "sigkill")
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    pairs = lab_pairs() if os.environ.get("HWNIC_LAB") == "1" else {}
+    rig = rig_of(metafunc.config)
+    pairs = rig.pairs() if rig else {}
     if "pair" in metafunc.fixturenames and "how" in metafunc.fixturenames:
         cases = [
             (p, how) for f, p in sorted(pairs.items()) for how in EXITS.get(f, EXITS_ELSEWHERE)
@@ -390,18 +390,15 @@ def flowing_pair(pair: LabPair, **b_opts: Any) -> Iterator[tuple[Nic, Nic, Flow]
                 flow.thread.join(SETTLE_TIMEOUT)
 
 
-def test_link_flaps_under_traffic_balance(pair: LabPair) -> None:
-    from hwnic.lab.control import LabControl
-
-    control = LabControl()
+def test_link_flaps_under_traffic_balance(pair: LabPair, hwnic_link: LinkControl) -> None:
     with flowing_pair(pair) as (_, b, flow):
         changes = b.link_changes
         for i in range(FLAPS):
             flow.wait_sent(flow.total * (i + 1) // (FLAPS + 1))
             with flow.disruption():
-                control.set_link(pair[1].qemu_id, False)
+                hwnic_link.set_link(pair[1], False, nic=b)
                 b.wait_link(False, LINK_TIMEOUT)
-                control.set_link(pair[1].qemu_id, True)
+                hwnic_link.set_link(pair[1], True, nic=b)
                 b.wait_link(True, LINK_TIMEOUT)
         flow.finish(b)
         assert b.link_changes >= changes + 2 * FLAPS, "a link change was not reported"
