@@ -14,6 +14,8 @@ opens the port with the same settings and counts in its DPC
 totals in a page of shared memory (a memfd both processes map), so the
 parent's sender sees what arrived within one batch (the loopback window
 needs that); the interrupt counters follow every :data:`PUBLISH_INTERVAL`.
+With ``streams`` the counter's per-stream counts (RFC 2544 trials) live in the
+same page, written by the child's DPC, read by the parent.
 The final ``Nic.stats()`` comes back as one JSON line on the child's stdout.
 The child ignores Ctrl-C (the terminal sends it to the whole process group):
 it stops when the parent writes "stop" or closes its stdin (the parent
@@ -35,6 +37,7 @@ from typing import IO, Any
 
 import numpy as np
 
+from hwnic.bench.pool import STREAMS
 from hwnic.errors import HwnicError
 
 PUBLISH_INTERVAL = 0.05  # s between two copies of the child's interrupt counters
@@ -45,12 +48,23 @@ IRQ_FIELDS = ("interrupts", "dpc_runs", "more_pending", "time_cutoffs", "indicat
 FIELDS = ("frames", "bytes", "bad", "last_at_ns", *IRQ_FIELDS)
 SLOT = {name: i for i, name in enumerate(FIELDS)}
 SHARED_BYTES = 4096
+INT64_BYTES = 8
 NS_PER_S = 1_000_000_000
+# After the fields: the per-stream counts, one row of STREAMS per queue.
+MAX_STREAM_QUEUES = (SHARED_BYTES // INT64_BYTES - len(FIELDS)) // STREAMS
 
 
 def _map_counters(fd: int) -> tuple[mmap.mmap, np.ndarray]:
     page = mmap.mmap(fd, SHARED_BYTES)
-    return page, np.frombuffer(page, dtype=np.int64, count=len(FIELDS))
+    return page, np.frombuffer(page, dtype=np.int64)
+
+
+def _streams(shared: np.ndarray, queues: int) -> np.ndarray:
+    """The per-queue stream counts in the shared page (a view)."""
+    if queues > MAX_STREAM_QUEUES:
+        raise ValueError(f"stream counts fit {MAX_STREAM_QUEUES} queues, not {queues}")
+    start = len(FIELDS)
+    return shared[start : start + queues * STREAMS].reshape(queues, STREAMS)
 
 
 class ReceiverError(HwnicError):
@@ -95,6 +109,8 @@ def child_main() -> int:
     bdf = request["bdf"]
     _page, shared = _map_counters(request["counters_fd"])
     counter = RxCounter(**request["counter"])
+    if counter.streams is not None:
+        counter.streams = _streams(shared, len(counter.frames))
 
     def on_receive(queue: int, batch: Any) -> None:
         try:
@@ -137,6 +153,8 @@ class RemoteReceiver:
 
     def __init__(self, bdf: str, kwargs: dict[str, Any], counter_args: dict[str, Any]) -> None:
         self.bdf = bdf
+        self._queues = int(counter_args.get("queues", 1))
+        self._with_streams = bool(counter_args.get("streams", False))
         plain = dict(kwargs)
         if plain.get("interrupt") is not None:
             plain["interrupt"] = plain["interrupt"].name
@@ -192,6 +210,12 @@ class RemoteReceiver:
     def totals(self) -> tuple[int, int, int]:
         s = self._shared
         return int(s[SLOT["frames"]]), int(s[SLOT["bytes"]]), int(s[SLOT["bad"]])
+
+    def stream_totals(self) -> np.ndarray:
+        """Test frames received per stream, all queues together (a copy)."""
+        if not self._with_streams:
+            return np.zeros(STREAMS, dtype=np.int64)
+        return np.asarray(_streams(self._shared, self._queues).sum(axis=0))
 
     @property
     def last_at(self) -> float:

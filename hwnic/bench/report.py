@@ -289,13 +289,38 @@ def prepare_matplotlib() -> None:
     os.environ["MPLCONFIGDIR"] = str(tmp)
 
 
-def plot(data: dict[str, Any], path: str | Path) -> Path:
-    """Rate over time, frames per DPC, ISR-to-DPC latency; the title says what and how much."""
+def pyplot() -> Any:
+    """matplotlib.pyplot on the Agg backend (no display), config dir prepared."""
     prepare_matplotlib()
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    return plt
+
+
+def where(data: dict[str, Any]) -> str:
+    """Where a result was measured, for plot titles: the lab or the host, and CPUs."""
+    m = data.get("machine", {})
+    place = "QEMU lab (TCG)" if m.get("in_lab") else m.get("hostname", "")
+    return f"{place}, {m.get('cpus', '?')} CPUs"
+
+
+def save_figure(fig: Any, path: str | Path) -> Path:
+    """Write ``fig`` as PNG (making the directory) and close it."""
+    plt = pyplot()
+    path = Path(path)
+    if path.parent != Path():
+        path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plot(data: dict[str, Any], path: str | Path) -> Path:
+    """Rate over time, frames per DPC, ISR-to-DPC latency; the title says what and how much."""
+    plt = pyplot()
     from matplotlib.ticker import StrMethodFormatter
 
     fig = plt.figure(figsize=PLOT_SIZE, dpi=PLOT_DPI, layout="constrained")
@@ -372,17 +397,10 @@ def plot(data: dict[str, Any], path: str | Path) -> Path:
             f"RX: p50 {rx['isr_to_dpc_us_p50']:,.0f} µs, p99 {rx['isr_to_dpc_us_p99']:,.0f} µs",
             fontsize="medium",
         )
-    m = data.get("machine", {})
-    where = "QEMU lab (TCG)" if m.get("in_lab") else m.get("hostname", "")
     fig.suptitle(
         f"hwnic bench {data['settings']['mode']}: {port_label(data)}\n"
-        f"{settings_line(data['settings'])}; {where}, {m.get('cpus', '?')} CPUs\n"
+        f"{settings_line(data['settings'])}; {where(data)}\n"
         f"{headline(data)}",
         fontsize="large",
     )
-    path = Path(path)
-    if path.parent != Path():
-        path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

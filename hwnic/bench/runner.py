@@ -24,12 +24,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import numpy as np
+
 from hwnic import open as _GENUINE_OPEN
 from hwnic import traffic
 from hwnic.bench.options import BenchSettings
 from hwnic.bench.pacing import Pacer
-from hwnic.bench.pool import FramePool
+from hwnic.bench.pool import STREAMS, FramePool, count_streams
 from hwnic.bench.remote import RemoteReceiver
+from hwnic.ndis.stats import InterruptStats
 
 SAMPLE_INTERVAL = 0.5  # s between samples (the live view refreshes at the same pace)
 SEND_TIMEOUT = 1.0  # s one send() may wait for room in the TX ring
@@ -49,30 +52,75 @@ class ViewLike(Protocol):
     def update(self, progress: Progress) -> None: ...
 
 
+class InterruptLike(Protocol):
+    """What the bench reads of a NIC's interrupt (NdisInterrupt, or a fake's)."""
+
+    @property
+    def granted_type(self) -> object: ...
+    @property
+    def stats(self) -> InterruptStats: ...
+
+
+class LinkLike(Protocol):
+    @property
+    def up(self) -> bool: ...
+    @property
+    def speed_mbps(self) -> int: ...
+
+
+class BenchNic(Protocol):
+    """What the bench uses of a port: hwnic.nic.base.Nic, or the fakes of bench.testing."""
+
+    @property
+    def mac(self) -> str: ...
+    @property
+    def family(self) -> str: ...
+    @property
+    def link(self) -> LinkLike: ...
+    @property
+    def interrupt(self) -> InterruptLike | None: ...
+    def send(
+        self,
+        frames: np.ndarray,
+        lengths: np.ndarray | None = None,
+        *,
+        queue: int = 0,
+        timeout: float | None = 1.0,
+    ) -> int: ...
+    def flush(self, timeout: float = 1.0) -> bool: ...
+    def stats(self) -> dict[str, Any]: ...
+
+
 @dataclass
 class Port:
     """One opened NIC and what the report says about it."""
 
     role: str  # "tx" or "rx"
     bdf: str
-    nic: Any  # None when the port lives in a receiver process (``remote``)
+    nic: BenchNic | None  # None when the port lives in a receiver process (``remote``)
     model: str
     remote: RemoteReceiver | None = None
 
     @property
     def mac(self) -> str:
-        return str(self.remote.mac if self.remote is not None else self.nic.mac)
+        return self.remote.mac if self.remote is not None else self.local.mac
+
+    @property
+    def local(self) -> BenchNic:
+        """The NIC of a port opened in this process."""
+        assert self.nic is not None, f"{self.role} port {self.bdf} lives in another process"
+        return self.nic
 
     def irq_totals(self) -> dict[str, int]:
-        return self.remote.irq_totals() if self.remote is not None else irq_totals(self.nic)
+        return self.remote.irq_totals() if self.remote is not None else irq_totals(self.local)
 
     def stats(self) -> dict[str, Any]:
-        return self.remote.stats() if self.remote is not None else dict(self.nic.stats())
+        return self.remote.stats() if self.remote is not None else dict(self.local.stats())
 
     def info(self) -> dict[str, Any]:
         if self.remote is not None:
             return dict(self.remote.info)
-        nic = self.nic
+        nic = self.local
         link = nic.link
         return {
             "role": self.role,
@@ -87,7 +135,12 @@ class Port:
 
 
 class RxCounter:
-    """The ``on_receive`` callback: counts frames and bytes per queue, then releases."""
+    """The ``on_receive`` callback: counts frames and bytes per queue, then releases.
+
+    With ``streams`` it also counts test frames per stream (the top bits of
+    their sequence numbers, see :mod:`hwnic.bench.pool`), one row per queue,
+    so a trial counts its own frames only.
+    """
 
     def __init__(
         self,
@@ -95,6 +148,7 @@ class RxCounter:
         *,
         verify: bool = False,
         flows: bool = False,
+        streams: bool = False,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.frames = [0] * queues
@@ -105,6 +159,12 @@ class RxCounter:
         self.flows = flows
         self.clock = clock
         self.last_at = 0.0  # monotonic time of the latest batch (0: none yet)
+        # One row per queue (one writer each); the receiver process maps it on shared memory.
+        self.streams: np.ndarray | None = (
+            np.zeros((queues, STREAMS), dtype=np.int64) if streams else None
+        )
+        self.seq_col = traffic.payload_offset(flows)
+        self.ethertype = traffic.ETHERTYPE_IPV4 if flows else traffic.ETHERTYPE_EXPERIMENTAL
 
     def __call__(self, queue: int, batch: Any) -> None:
         try:
@@ -114,6 +174,8 @@ class RxCounter:
             self.batches[queue] += 1
             if self.verify and n:
                 self.bad[queue] += traffic.check(batch.frames, batch.lengths, flows=self.flows).bad
+            if self.streams is not None and n:
+                count_streams(batch.frames, self.seq_col, self.ethertype, self.streams[queue])
             self.last_at = self.clock()
         finally:
             batch.release()
@@ -121,21 +183,29 @@ class RxCounter:
     def totals(self) -> tuple[int, int, int]:
         return sum(self.frames), sum(self.bytes), sum(self.bad)
 
+    def stream_totals(self) -> np.ndarray:
+        """Test frames received per stream, all queues together (a copy)."""
+        if self.streams is None:
+            return np.zeros(STREAMS, dtype=np.int64)
+        return np.asarray(self.streams.sum(axis=0))
+
 
 class TxWorker(threading.Thread):
     """Sends the pool's frames in batches until the count or time is reached, or stop."""
 
     def __init__(
         self,
-        nic: Any,
+        nic: BenchNic,
         pool: FramePool,
         settings: BenchSettings,
         stop: threading.Event,
         clock: Callable[[], float] = time.monotonic,
         cpus: set[int] | None = None,
         received: Callable[[], int] | None = None,
+        seq_base: int = 0,
     ) -> None:
         super().__init__(name="hwnic-bench-tx", daemon=True)
+        self.seq_base = seq_base  # the first frame's sequence number (a stream's base)
         self.cpus = cpus  # pin the sender here (None: wherever the scheduler likes)
         # The loopback window: frames counted by the receiver so far.
         self.window = settings.in_flight_limit if received is not None else None
@@ -172,7 +242,7 @@ class TxWorker(threading.Thread):
                 if self.window is not None:
                     want = min(want, self.window)
                     self._wait_for_room(want)
-                rows, lengths = self.pool.take(self.frames, want)
+                rows, lengths = self.pool.take(self.seq_base + self.frames, want)
                 k = self.nic.send(rows, lengths, queue=queue, timeout=SEND_TIMEOUT)
                 self.calls += 1
                 if k < len(rows):
@@ -313,19 +383,19 @@ class BenchResult:
         return self.tx_frames - self.rx_frames if self.loopback else None
 
 
-def irq_totals(nic: Any) -> dict[str, int]:
+def irq_totals(nic: BenchNic) -> dict[str, int]:
     if nic.interrupt is None:
         return dict.fromkeys(IRQ_COUNTERS, 0)
     stats = nic.interrupt.stats
     return {name: int(stats.total(name)) for name in IRQ_COUNTERS}
 
 
-def tx_in_flight(nic: Any) -> int:
+def tx_in_flight(nic: BenchNic) -> int:
     """Frames posted on the NIC's TX rings and not yet reclaimed."""
     return sum(int(q.get("in_flight", 0)) for q in nic.stats().get("tx", []))
 
 
-def describe_model(bdf: str, nic: Any) -> str:
+def describe_model(bdf: str, nic: BenchNic) -> str:
     try:
         from hwnic import pci
 
@@ -361,7 +431,7 @@ class Bench:
         opener: Opener | None = None,
         view: ViewLike | None = None,
         clock: Callable[[], float] = time.monotonic,
-        describe: Callable[[str, Any], str] = describe_model,
+        describe: Callable[[str, BenchNic], str] = describe_model,
         receiver_process: bool | None = None,
     ) -> None:
         self.settings = settings
@@ -498,7 +568,7 @@ class Bench:
             self.sample()
             self._receive_only()
             return
-        tx = self.ports["tx"].nic
+        tx = self.ports["tx"].local
         dst = self.ports["rx"].mac if "rx" in self.ports else BROADCAST
         pool = FramePool(s.sizes, tx.mac, dst, flows=s.queues if s.queues > 1 else 0)
         received = self._received if "rx" in self.ports else None
@@ -529,7 +599,7 @@ class Bench:
                 break
             self._tick()
 
-    def _drain(self, nic: Any) -> None:
+    def _drain(self, nic: BenchNic) -> None:
         """A tx-only run: let the NIC send what is posted before it is closed."""
         self.phase = "draining"
         ended = self.clock()

@@ -14,8 +14,10 @@ from hwnic.bench.options import BenchSettings, Sweep
 from hwnic.bench.report import (
     machine,
     port_label,
-    prepare_matplotlib,
+    pyplot,
+    save_figure,
     settings_line,
+    where,
     wide_console,
 )
 
@@ -112,12 +114,7 @@ def _numeric(values: list[str]) -> list[float] | None:
 
 def plot(data: dict[str, Any], path: str | Path) -> Path:
     """Frame rates (and loss) against the swept value."""
-    prepare_matplotlib()
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     key = data["sweep"]["key"]
     table = data["table"]
     labels = [str(r["value"]) for r in table]
@@ -160,8 +157,6 @@ def plot(data: dict[str, Any], path: str | Path) -> Path:
         ax2.legend(loc="lower right", fontsize="small")
     ax.legend(loc="lower left", fontsize="small")
     first = data["runs"][0] if data["runs"] else None
-    m = data.get("machine", {})
-    where = "QEMU lab (TCG)" if m.get("in_lab") else m.get("hostname", "")
     best = max(table, key=lambda r: r["rx_pps"] or r["tx_pps"]) if table else None
     best_text = ""
     if best:
@@ -172,12 +167,7 @@ def plot(data: dict[str, Any], path: str | Path) -> Path:
     ax.set_title(
         f"hwnic bench {data['settings']['mode']} sweep over {key}: "
         f"{port_label(first) if first else ''}\n"
-        f"{settings_line(data['settings'])} ({key} swept); {where}\n{best_text}",
+        f"{settings_line(data['settings'])} ({key} swept); {where(data)}\n{best_text}",
         fontsize="medium",
     )
-    path = Path(path)
-    if path.parent != Path():
-        path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

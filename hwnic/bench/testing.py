@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from hwnic.bench.runner import BenchNic
 from hwnic.ndis.stats import InterruptStats, MessageStats
 
 FAKE_LATENCY_NS = 20_000
@@ -168,11 +169,15 @@ class FakeNic:
 
 
 class FakeWire:
-    """Two (or more) fake ports on one hub; ``drop_every=k`` loses every k-th frame."""
+    """Two (or more) fake ports on one hub; ``drop_every=k`` loses every k-th frame.
 
-    def __init__(self, drop_every: int = 0) -> None:
+    ``reflect``: a reflector at the far end, every frame also comes back to its sender.
+    """
+
+    def __init__(self, drop_every: int = 0, *, reflect: bool = False) -> None:
         self.nics: dict[str, FakeNic] = {}
         self.drop_every = drop_every
+        self.reflect = reflect
         self.carried = 0
         self.opened: list[tuple[str, dict[str, Any]]] = []
 
@@ -191,5 +196,10 @@ class FakeWire:
             keep = (index + 1) % self.drop_every != 0
         self.carried += len(lengths)
         for nic in list(self.nics.values()):
-            if nic is not sender:
+            if nic is not sender or self.reflect:
                 nic.deliver(frames[keep], lengths[keep])
+
+
+def as_bench_nic(nic: FakeNic) -> BenchNic:
+    """A FakeNic is a port for the bench (mypy checks it here)."""
+    return nic
