@@ -37,7 +37,8 @@ from typing import Any
 import numpy as np
 
 from hwnic.nic.descriptors import ADVANCED_RX_FORMAT, LEGACY_TX, RxStatus, TxStatus, as_raw
-from hwnic.nic.ring import RxRing, TxRing
+from hwnic.nic.rx_ring import RxRing
+from hwnic.nic.tx_ring import TxRing
 
 RING = 1024
 BUF = 2048

@@ -28,7 +28,7 @@ from hwnic.lab.control import LabControl
 from hwnic.lab.guest import lab_pairs
 from hwnic.lab.topology import LabNic
 from hwnic.nic.base import Nic
-from hwnic.nic.ring import RxBatch
+from hwnic.nic.rx_ring import RxBatch
 
 CHUNK = 32
 FRAME_LEN = 64

@@ -61,7 +61,9 @@ from hwnic.nic import quirks, regs
 from hwnic.nic.descriptors import LEGACY_TX, RxFormat
 from hwnic.nic.irq import ALL_CAUSES, InterruptMode, MessagePlan, SharedLine
 from hwnic.nic.quirks import Flag
-from hwnic.nic.ring import DESCRIPTOR_BYTES, RxBatch, RxRing, TxRing
+from hwnic.nic.ring import DESCRIPTOR_BYTES
+from hwnic.nic.rx_ring import RxBatch, RxRing
+from hwnic.nic.tx_ring import TxRing
 from hwnic.vfio import Device
 
 U32_MASK = 0xFFFFFFFF

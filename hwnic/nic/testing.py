@@ -28,7 +28,7 @@ import numpy as np
 from hwnic.nic import quirks, regs
 from hwnic.nic import regs_igb as r_igb
 from hwnic.nic.descriptors import as_qwords, as_raw
-from hwnic.nic.ring import RxRing
+from hwnic.nic.rx_ring import RxRing
 from hwnic.vfio import IrqIndex
 
 FAKE_MAC = "02:00:00:00:00:aa"

@@ -14,7 +14,7 @@ from hwnic.errors import UsageError
 from hwnic.nic import igb_ptp
 from hwnic.nic import regs_igb as r
 from hwnic.nic.descriptors import LEGACY_TX, as_qwords
-from hwnic.nic.ring import TxRing
+from hwnic.nic.tx_ring import TxRing
 
 SRC, DST = "02:00:00:00:00:01", "02:00:00:00:00:02"
 NS_SHIFT = igb_ptp.SYSTIM_FRACTION_BITS

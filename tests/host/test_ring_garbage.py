@@ -25,7 +25,8 @@ from hwnic.nic.descriptors import (
     as_qwords,
     as_raw,
 )
-from hwnic.nic.ring import RxRing, TxRing
+from hwnic.nic.rx_ring import RxRing
+from hwnic.nic.tx_ring import TxRing
 
 POOL_IOVA = 0x1_0000_0000
 BUF = 2048

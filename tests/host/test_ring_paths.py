@@ -26,7 +26,8 @@ from hwnic.nic.descriptors import (
     TxStatus,
     as_raw,
 )
-from hwnic.nic.ring import RxBatch, RxRing, TxRing
+from hwnic.nic.rx_ring import RxBatch, RxRing
+from hwnic.nic.tx_ring import TxRing
 
 POOL_IOVA = 0x1_0000_0000
 BUF = 2048

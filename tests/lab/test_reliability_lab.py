@@ -35,7 +35,7 @@ from hwnic import traffic, vfio
 from hwnic.nic import regs
 from hwnic.nic import regs_igb as r_igb
 from hwnic.nic.base import Nic
-from hwnic.nic.ring import RxBatch
+from hwnic.nic.rx_ring import RxBatch
 from hwnic.pytest_plugin import LinkControl, Pair, rig_of
 
 pytestmark = pytest.mark.lab
