@@ -75,10 +75,14 @@ class LabError(HwnicError):
     """The QEMU lab could not be set up or booted."""
 
 
-class GuestFroze(LabError):
-    """The lab's guest stopped running (no heartbeat): an emulator stall, worth a retry."""
+class EmulatorFailed(LabError):
+    """QEMU failed, not the command: it crashed, or its guest stopped. Worth one retry."""
 
     exit_code = 75  # EX_TEMPFAIL: "try again later"
+
+
+class GuestFroze(EmulatorFailed):
+    """The lab's guest stopped running (no heartbeat)."""
 
 
 class LabDependencyMissing(LabError):

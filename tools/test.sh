@@ -23,8 +23,9 @@ step "mypy"
 step "host tests"
 pytest_rc "$venv/python" -m pytest tests/host
 
-# hwnic lab run exits 75 when the guest as a whole stopped (no heartbeat: an
-# emulator stall, reported with where each vCPU was); that boot is retried once.
+# hwnic lab run exits 75 when the emulator failed, not the tests: QEMU crashed
+# (e.g. a TCG assertion while booting) or the guest as a whole stopped (no
+# heartbeat; where each vCPU was is printed). That boot is retried once.
 GUEST_FROZE=75
 lab() {
     "$venv/hwnic" lab run --timeout 1500 \
@@ -36,7 +37,7 @@ if [ "${1:-}" != "--host" ]; then
     rc=0
     lab || rc=$?
     if [ "$rc" -eq "$GUEST_FROZE" ]; then
-        step "the guest froze (see the vCPU lines above); booting the lab once more"
+        step "the emulator failed (see above); booting the lab once more"
         lab
     elif [ "$rc" -ne 0 ]; then
         exit "$rc"

@@ -26,7 +26,7 @@ from types import FrameType
 from typing import IO, Any
 
 import hwnic
-from hwnic.errors import GuestFroze, LabError, UsageError
+from hwnic.errors import EmulatorFailed, GuestFroze, LabError, UsageError
 from hwnic.lab import deps, kvm, watch
 from hwnic.lab.control import ControlRelay
 from hwnic.lab.guest import GuestSpec
@@ -50,6 +50,9 @@ KILL_WAIT = 10.0  # s to wait for the group to be gone after SIGKILL
 WAIT_POLL = 0.1
 STDERR_TAIL = 20  # lines of QEMU/virtme-ng messages kept for error reports
 READ_CHUNK = 65536
+# QEMU itself failed (an assertion or a fatal signal), e.g. TCG's
+# "iotlb_to_section: Assertion ... failed" seen once while the guest booted.
+QEMU_CRASH = re.compile(r"^qemu-system-\w+: .*(Assertion .* failed|core dumped)")
 # Harmless: the hubs are deliberately not connected to the host's network.
 NOISE = (re.compile(rb"^qemu-system-\w+: warning: hub \d+ is not connected to host network"),)
 # Host variables worth carrying into the guest command's environment.
@@ -351,6 +354,11 @@ class LabRun:
         if "error" in status:
             raise LabError(f"guest setup failed: {status['error']}", "see the messages above")
         last = "; ".join(line for line in tail[-3:] if line.strip()) or "no message"
+        if any(QEMU_CRASH.search(line) for line in tail):
+            raise EmulatorFailed(
+                f"QEMU crashed after {elapsed:.0f} s ({last})",
+                "an emulator bug, not the command's (exit status 75): rerun",
+            )
         raise LabError(
             f"the guest stopped after {elapsed:.0f} s before the command finished "
             f"(vng exit {vng_rc}; last message: {last})",

@@ -61,3 +61,24 @@ def test_freeze_report_names_symbols(tmp_path: Path) -> None:
         "vCPU 1: running at mutex_lock+0x80",
         "vCPU 2: running at 0x7f0000001000 (user space)",
     ]
+
+
+def test_a_qemu_crash_is_an_emulator_failure_worth_a_retry(tmp_path: Path) -> None:
+    import pytest
+
+    from hwnic.errors import EmulatorFailed, LabError
+    from hwnic.lab.qemu import LabPaths
+    from hwnic.lab.runner import LabConfig, LabRun
+
+    run = LabRun(LabConfig(command=["true"], nics=["igb"]))
+    crash = [
+        "qemu-system-x86_64: system/physmem.c:2678: iotlb_to_section: "
+        "Assertion `section_index < d->map.sections_nb' failed."
+    ]
+    with pytest.raises(EmulatorFailed) as info:
+        run._result(LabPaths(tmp_path), 255, crash)
+    assert info.value.exit_code == 75
+    # Any other early end is the command's or the guest's problem: no retry.
+    with pytest.raises(LabError) as other:
+        run._result(LabPaths(tmp_path), 1, ["Kernel panic - not syncing"])
+    assert not isinstance(other.value, EmulatorFailed)
