@@ -5,13 +5,19 @@ interface description blocks) and reads files. The per-frame records of a
 batch are laid out with numpy in one go (a header row and the frame bytes
 side by side, masked to each frame's length), so writing costs no Python
 loop per frame. Records are little-endian, as the headers dpkt makes say.
-Timestamps are in microseconds (what both formats assume by default).
+Files are written with microsecond timestamps (what both formats assume by
+default); reading keeps every file's own resolution, to the nanosecond: pcap's
+nanosecond magic, and pcapng's ``if_tsresol`` and ``if_tsoffset`` per
+interface (replay timing depends on the gaps between frames).
 """
 
 from __future__ import annotations
 
 import os
+import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import BinaryIO
 
@@ -36,6 +42,12 @@ PCAP_MAGICS = {
 PCAPNG_MAGIC = bytes.fromhex("0a0d0d0a")  # section header block type
 MAGIC_LEN = 4
 U32 = np.dtype("<u4")
+NS_PER_S = 1_000_000_000
+PCAPNG_BLOCK_HEAD = 8  # block type, block total length
+PCAPNG_BOM_LE = bytes.fromhex("4d3c2b1a")  # byte-order magic 0x1A2B3C4D, little-endian
+PCAPNG_TSRESOL_POW2 = 0x80  # if_tsresol: the low 7 bits are a power of 2, not of 10
+PCAPNG_TSRESOL_EXP = 0x7F
+PCAPNG_DEFAULT_TSRESOL = 6  # µs when an interface does not say
 
 
 def format_for(path: str | Path, fmt: str | None = None) -> str:
@@ -167,8 +179,74 @@ class Frames:
         return len(self.lengths)
 
 
+def _pcap_ns(ts: float | Decimal) -> int:
+    """dpkt's pcap time back to integer ns: nanosecond files give an exact Decimal;
+    microsecond ones a float near enough (< 0.12 µs off until 2106) to round back."""
+    if isinstance(ts, Decimal):
+        return int(ts * NS_PER_S)
+    return round(ts * US_PER_S) * NS_PER_US
+
+
+def _ticks_to_ns(tsresol: int) -> tuple[int, int]:
+    """(multiply, divide) turning pcapng ticks of resolution ``if_tsresol`` into ns."""
+    exp = tsresol & PCAPNG_TSRESOL_EXP
+    if tsresol & PCAPNG_TSRESOL_POW2:
+        return NS_PER_S, 1 << exp
+    return (10 ** (9 - exp), 1) if exp <= 9 else (1, 10 ** (exp - 9))
+
+
+def _pcapng_records(f: BinaryIO, path: Path) -> Iterator[tuple[int, bytes]]:
+    """(ns, frame) of every packet block, each interface's if_tsresol/if_tsoffset applied.
+
+    dpkt's own reader turns time into a float (~240 ns steps at today's epoch)
+    and knows only the first interface, so the blocks are walked here and
+    parsed with dpkt's block classes. A cut last block ends the file.
+    """
+    le = True
+    ifaces: list[tuple[int, int, int]] = []  # (multiply, divide, offset ns) per interface
+    while len(head := f.read(PCAPNG_BLOCK_HEAD)) == PCAPNG_BLOCK_HEAD:
+        if head[:MAGIC_LEN] == PCAPNG_MAGIC:  # a section: its byte order, new interfaces
+            bom = f.read(MAGIC_LEN)
+            le = bom == PCAPNG_BOM_LE
+            head += bom
+            ifaces = []
+        btype, blen = struct.unpack("<II" if le else ">II", head[:PCAPNG_BLOCK_HEAD])
+        if blen < len(head):
+            raise ValueError(f"a pcapng block of {blen} bytes")
+        rest = f.read(blen - len(head))
+        if len(rest) < blen - len(head):
+            return
+        buf = head + rest
+        if btype == dpkt.pcapng.PCAPNG_BT_IDB:
+            idb = (
+                dpkt.pcapng.InterfaceDescriptionBlockLE
+                if le
+                else dpkt.pcapng.InterfaceDescriptionBlock
+            )(buf)
+            if idb.linktype != LINKTYPE_ETHERNET:
+                raise UsageError(f"{path} is not an Ethernet capture", "give an Ethernet capture")
+            resol, offset = PCAPNG_DEFAULT_TSRESOL, 0
+            for opt in idb.opts:
+                if opt.code == dpkt.pcapng.PCAPNG_OPT_IF_TSRESOL:
+                    resol = opt.data[0]
+                elif opt.code == dpkt.pcapng.PCAPNG_OPT_IF_TSOFFSET:
+                    offset = struct.unpack("<q" if le else ">q", opt.data)[0] * NS_PER_S
+            ifaces.append((*_ticks_to_ns(resol), offset))
+        elif btype in (dpkt.pcapng.PCAPNG_BT_EPB, dpkt.pcapng.PCAPNG_BT_PB):
+            if btype == dpkt.pcapng.PCAPNG_BT_EPB:
+                cls = dpkt.pcapng.EnhancedPacketBlockLE if le else dpkt.pcapng.EnhancedPacketBlock
+            else:
+                cls = dpkt.pcapng.PacketBlockLE if le else dpkt.pcapng.PacketBlock
+            pkt = cls(buf)
+            if pkt.iface_id >= len(ifaces):
+                raise ValueError(f"a packet of interface {pkt.iface_id}, not described")
+            mul, div, offset = ifaces[pkt.iface_id]
+            yield offset + ((pkt.ts_high << 32) | pkt.ts_low) * mul // div, bytes(pkt.pkt_data)
+        # other blocks (statistics, name resolution, simple packets without time) are skipped
+
+
 def read(path: str | Path) -> Frames:
-    """Every frame of a pcap or pcapng file (Ethernet), through dpkt's readers."""
+    """Every frame of a pcap or pcapng file (Ethernet), with its time in ns since the epoch."""
     path = Path(path)
     try:
         f = open(path, "rb")  # noqa: SIM115 (closed below)
@@ -177,24 +255,26 @@ def read(path: str | Path) -> Frames:
     with f:
         magic = f.read(MAGIC_LEN)
         f.seek(0)
-        reader: dpkt.pcap.Reader | dpkt.pcapng.Reader
+        # Reading is set-up, not the hot path: one record at a time is fine here.
+        records: list[tuple[int, bytes]]
         try:
             if magic == PCAPNG_MAGIC:
-                reader = dpkt.pcapng.Reader(f)
+                records = list(_pcapng_records(f, path))
             elif magic in PCAP_MAGICS:
                 reader = dpkt.pcap.Reader(f)
+                if reader.datalink() != LINKTYPE_ETHERNET:
+                    raise UsageError(
+                        f"{path} is not an Ethernet capture", "give an Ethernet capture"
+                    )
+                records = [(_pcap_ns(ts), bytes(buf)) for ts, buf in reader]
             else:
                 raise UsageError(f"{path} is neither pcap nor pcapng", "give a capture file")
-            if reader.datalink() != LINKTYPE_ETHERNET:
-                raise UsageError(f"{path} is not an Ethernet capture", "give an Ethernet capture")
-            # Reading is set-up, not the hot path: dpkt hands out one record at a time.
-            records = [(ts, bytes(buf)) for ts, buf in reader]
-        except (ValueError, dpkt.dpkt.Error) as exc:
+        except (ValueError, struct.error, dpkt.dpkt.Error) as exc:
             raise UsageError(f"{path}: damaged capture file ({exc})", "capture it again") from exc
     lengths = np.fromiter((len(b) for _, b in records), dtype=np.int64, count=len(records))
     width = int(lengths.max()) if len(records) else 0
     blob = np.frombuffer(b"".join(b for _, b in records), dtype=np.uint8)
     frames = np.zeros((len(records), width), dtype=np.uint8)
     frames[np.arange(width)[None, :] < lengths[:, None]] = blob
-    ts_ns = np.array([round(float(ts) * 1e9) for ts, _ in records], dtype=np.int64)
+    ts_ns = np.fromiter((t for t, _ in records), dtype=np.int64, count=len(records))
     return Frames(frames, lengths, ts_ns)

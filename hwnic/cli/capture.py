@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import sys
 import time
-from typing import Any
+from collections.abc import Callable
+from pathlib import Path
 
 from hwnic import capture, pci, traffic
 from hwnic.bench import options
-from hwnic.bench.pacing import Pacer
+from hwnic.bench.replay import CAPTURE, MBPS, PPS, TOPSPEED, Replayer, Sender, Timing
 from hwnic.cli.common import add_batch, add_budget, add_wait_link, arg
-from hwnic.errors import NicError, UsageError
+from hwnic.errors import UsageError
 
 POLL = 0.2  # s a receive() waits before the loop looks at the clock again
-SEND_TIMEOUT = 1.0  # s one send() waits for room in the TX ring
-STALL_LIMIT = 5  # consecutive send() calls that post nothing: the NIC is stuck
 DRAIN_TIMEOUT = 3.0  # s to let the NIC finish what was posted before closing
 
 
@@ -53,30 +54,48 @@ def cmd_capture(args: argparse.Namespace) -> int:
     return 0
 
 
-def send_all(nic: Any, frames: Any, lengths: Any, pacer: Pacer, sent: int, batch: int) -> int:
-    """Post every frame (in batches, paced); returns the running count of frames sent."""
-    stalls = 0
-    done = 0
-    total = len(lengths)
-    while done < total:
-        pacer.wait(sent)
-        end = min(done + batch, total)
-        k = nic.send(frames[done:end], lengths[done:end], timeout=SEND_TIMEOUT)
-        stalls = 0 if k else stalls + 1
-        if stalls >= STALL_LIMIT:
-            raise NicError(
-                f"the TX ring of {nic.mac} made no progress for {STALL_LIMIT} s",
-                "check the link ('hwnic info') and the NIC",
-            )
-        done += k
-        sent += k
-    return sent
+def timing_from(args: argparse.Namespace) -> Timing:
+    """The replay timing the options ask for (argparse keeps them mutually exclusive)."""
+    if args.topspeed:
+        return Timing(TOPSPEED)
+    if args.pps is not None:
+        return Timing(PPS, rate=args.pps)
+    if args.mbps is not None:
+        return Timing(MBPS, rate=args.mbps)
+    return Timing(CAPTURE, multiplier=args.multiplier or 1.0)
+
+
+def send_all(
+    nic: Sender,
+    data: capture.Frames,
+    timing: Timing,
+    *,
+    loops: int = 1,
+    batch: int = options.DEFAULT_BATCH,
+    keep_departures: bool = False,
+) -> Replayer:
+    """Replay ``data`` on ``nic`` (``loops`` passes, 0: until Ctrl-C); the replayer's
+    ``report`` holds what went out, even after a Ctrl-C (tcpreplay prints its
+    statistics then too)."""
+    replayer = Replayer(
+        nic,
+        data.frames,
+        data.lengths,
+        data.ts_ns,
+        timing,
+        batch=batch,
+        keep_departures=keep_departures,
+    )
+    with contextlib.suppress(KeyboardInterrupt):
+        replayer.run(loops)
+    return replayer
 
 
 def cmd_send(args: argparse.Namespace) -> int:
     import hwnic
 
     bdf = pci.normalize_bdf(args.bdf)
+    timing = timing_from(args)
     data = capture.read(args.file)
     if not data.count:
         raise UsageError(f"{args.file} holds no frames", "capture some first")
@@ -87,23 +106,14 @@ def cmd_send(args: argparse.Namespace) -> int:
             f"frame {i + 1} of {args.file} is {int(data.lengths[i])} bytes",
             f"hwnic sends Ethernet frames of at most {traffic.MAX_FRAME} bytes (no FCS)",
         )
-    sent = 0
-    passes = 0
-    started = time.monotonic()
     with hwnic.open(bdf, wait_link=args.wait_link) as nic:
         _say(f"sending {data.count:,} frames from {args.file} on {bdf} ({nic.family}, {nic.mac})")
-        pacer = Pacer(args.rate)
-        started = pacer.start
-        try:
-            while args.loop == 0 or passes < args.loop:
-                sent = send_all(nic, data.frames, data.lengths, pacer, sent, args.batch)
-                passes += 1
-            nic.flush(DRAIN_TIMEOUT)
-        except KeyboardInterrupt:
-            pass
-    seconds = time.monotonic() - started
-    pps = sent / seconds if seconds > 0 else 0.0
-    _say(f"{sent:,} frames sent ({passes} passes) in {seconds:.2f} s, {pps:,.0f} frames/s")
+        report = send_all(nic, data, timing, loops=args.loop, batch=args.batch).report
+        nic.flush(DRAIN_TIMEOUT)
+    _say(report.summary())
+    if args.json:
+        result = {"file": str(args.file), "bdf": bdf, "loop": args.loop, **report.to_dict()}
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
     return 0
 
 
@@ -115,6 +125,20 @@ def _loop_count(text: str) -> int:
     if value < 0:
         raise UsageError(f"--loop {value} is negative", "give --loop N (0: until Ctrl-C)")
     return value
+
+
+def _positive(name: str) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise UsageError(f"{name} {text!r} is not a number", f"give {name} X > 0") from None
+        if not value > 0 or value == float("inf"):
+            raise UsageError(f"{name} {text} is not above 0", f"give {name} X > 0")
+        return value
+
+    parse.__name__ = name.lstrip("-")
+    return parse
 
 
 def _snaplen(text: str) -> int:
@@ -157,26 +181,53 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     p = subparsers.add_parser(
         "send",
-        help="replay the frames of a pcap/pcapng file on a port",
-        description="Send every frame of FILE (pcap or pcapng, Ethernet) on the port, in "
-        "batches of --batch frames (one tail write each), as fast as possible or at --rate "
-        "frames/s (paced per batch), --loop times over.",
+        help="replay the frames of a pcap/pcapng file on a port, with the capture's timing",
+        description="Send every frame of FILE (pcap or pcapng, Ethernet) on the port. By "
+        "default each frame leaves when the capture's timestamps say (relative to the first "
+        "frame); the timing options are tcpreplay's and exclude each other. Frames due "
+        "within ~50 µs of each other go in one send (at most --batch, one tail write). The "
+        "summary gives the achieved against the wanted duration and rate, and how far each "
+        "frame's departure was from its wanted time (mean, p50, p99, max µs).",
     )
     p.add_argument("bdf", metavar="BDF", help="PCI address of the port, e.g. 0000:01:00.0")
     p.add_argument("file", metavar="FILE", help="pcap or pcapng file")
-    p.add_argument(
+    speed = p.add_mutually_exclusive_group()
+    speed.add_argument(
+        "-x",
+        "--multiplier",
+        type=arg(_positive("--multiplier")),
+        metavar="X",
+        help="replay X times as fast as captured (the gaps divided by X; 0.5: half speed)",
+    )
+    speed.add_argument(
+        "-p",
+        "--pps",
         "--rate",
-        type=arg(options.parse_rate),
-        metavar="PPS",
-        help="frames per second (default: as fast as possible)",
+        dest="pps",
+        type=arg(_positive("--pps")),
+        metavar="N",
+        help="N frames per second, ignoring the timestamps (--rate: the old name)",
+    )
+    speed.add_argument(
+        "-M",
+        "--mbps",
+        type=arg(_positive("--mbps")),
+        metavar="N",
+        help="N Mbit/s of frame bytes, ignoring the timestamps (each gap: the frame's bits)",
+    )
+    speed.add_argument(
+        "-t", "--topspeed", action="store_true", help="as fast as possible (no schedule)"
     )
     p.add_argument(
+        "-l",
         "--loop",
         type=arg(_loop_count),
         default=1,
         metavar="N",
-        help="send the file N times (0: until Ctrl-C; default 1)",
+        help="send the file N times, each pass straight after the last (0: until Ctrl-C; "
+        "default 1)",
     )
+    p.add_argument("--json", metavar="FILE", help="write the settings and figures as JSON")
     add_batch(p)
     add_wait_link(p)
     p.set_defaults(func=cmd_send)

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import io
 import shutil
+import struct
 import subprocess
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -113,6 +115,58 @@ def test_format_choice_and_bad_files(tmp_path: Path) -> None:
     cut.write_bytes(cut.read_bytes()[:-10])
     back = capture.read(cut)  # a cut file still reads: the whole records are intact
     assert back.lengths[:2].tolist() == [60, 61]
+
+
+def test_timestamps_keep_their_resolution(tmp_path: Path) -> None:
+    frames, lengths = _frames(3)
+    ts = TS_NS + np.array([0, 1_234, 5_000_001])  # ns steps a float of seconds would lose
+    micro = tmp_path / "us.pcap"
+    with capture.CaptureWriter(micro) as w:
+        w.write(frames, lengths, ts)
+    assert capture.read(micro).ts_ns.tolist() == (ts // 1000 * 1000).tolist()
+    nano = tmp_path / "ns.pcap"
+    with open(nano, "wb") as f:
+        writer = dpkt.pcap.Writer(f, nano=True)
+        for i in range(3):
+            writer.writepkt(frames[i, : lengths[i]].tobytes(), ts=Decimal(int(ts[i])) / 10**9)
+    assert capture.read(nano).ts_ns.tolist() == ts.tolist()
+
+
+def _option(code: int, data: bytes) -> dpkt.pcapng.PcapngOptionLE:
+    return dpkt.pcapng.PcapngOptionLE(code=code, data=data)
+
+
+def test_pcapng_resolution_and_offset_per_interface(tmp_path: Path) -> None:
+    frames, lengths = _frames(3)
+    end = _option(dpkt.pcapng.PCAPNG_OPT_ENDOFOPT, b"")
+    ns = _option(dpkt.pcapng.PCAPNG_OPT_IF_TSRESOL, bytes([9]))
+    pow2 = _option(dpkt.pcapng.PCAPNG_OPT_IF_TSRESOL, bytes([0x80 | 10]))  # 1/1024 s
+    offset = _option(dpkt.pcapng.PCAPNG_OPT_IF_TSOFFSET, struct.pack("<q", 100))
+    blocks = [
+        dpkt.pcapng.SectionHeaderBlockLE(),
+        dpkt.pcapng.InterfaceDescriptionBlockLE(linktype=1, opts=[ns, end]),
+        dpkt.pcapng.InterfaceDescriptionBlockLE(linktype=1, opts=[pow2, offset, end]),
+    ]
+    ticks = [(0, TS_NS), (1, 3 * 1024 + 512), (0, TS_NS + 1)]
+    for i, (iface, t) in enumerate(ticks):
+        data = frames[i, : lengths[i]].tobytes()
+        blocks.append(
+            dpkt.pcapng.EnhancedPacketBlockLE(
+                iface_id=iface, ts_high=t >> 32, ts_low=t & 0xFFFFFFFF,
+                caplen=len(data), pkt_len=len(data), pkt_data=data,
+            )
+        )  # fmt: skip
+    path = tmp_path / "multi.pcapng"
+    path.write_bytes(b"".join(bytes(b) for b in blocks))
+    back = capture.read(path)
+    assert back.ts_ns.tolist() == [TS_NS, 103_500_000_000, TS_NS + 1]
+    assert back.lengths.tolist() == lengths.tolist()
+    path.write_bytes(path.read_bytes()[:-10])  # a cut last block: the whole ones still read
+    assert capture.read(path).count == 2
+    blocks[1] = dpkt.pcapng.InterfaceDescriptionBlockLE(linktype=105, opts=[end])  # 802.11
+    path.write_bytes(b"".join(bytes(b) for b in blocks))
+    with pytest.raises(UsageError, match="not an Ethernet capture"):
+        capture.read(path)
 
 
 # -- the commands, against fake ports ------------------------------------------------------------
