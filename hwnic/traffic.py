@@ -25,6 +25,7 @@ IPV4_VERSION_IHL = 0x45
 TEST_HEADER = 8  # seq (4) + length (2) + checksum (2)
 MIN_FRAME = 60  # without FCS
 MAX_FRAME = 1514
+MAX_JUMBO_FRAME = 9018  # 9000 bytes of payload, the header and a VLAN tag (no FCS)
 FLOW_BASE_IP = 0x0A000000  # 10.0.0.0/8: addresses only inside the emulated hub
 FLOW_DST_IP = 0x0AFF0001
 FLOW_BASE_PORT = 10000
@@ -84,8 +85,8 @@ def build(
     lengths = np.asarray(lengths, dtype=np.int64)
     with_ip = flows is not None
     off = payload_offset(with_ip)
-    if len(lengths) and (lengths.min() < min_length(with_ip) or lengths.max() > MAX_FRAME):
-        raise ValueError(f"frame lengths must be {min_length(with_ip)}..{MAX_FRAME}")
+    if len(lengths) and (lengths.min() < min_length(with_ip) or lengths.max() > MAX_JUMBO_FRAME):
+        raise ValueError(f"frame lengths must be {min_length(with_ip)}..{MAX_JUMBO_FRAME}")
     n = len(seqs)
     width = width or (int(lengths.max()) if n else MIN_FRAME)
     frames = np.zeros((n, width), dtype=np.uint8)
@@ -152,6 +153,11 @@ def check(frames: np.ndarray, lengths: np.ndarray, *, flows: bool = False) -> Ch
     pattern_ok = np.all(~inside | (frames == expect), axis=1)
     good = (claimed == lengths) & (sums == checksum) & pattern_ok
     return Checked(seqs, good)
+
+
+def sizes_60_to_9018() -> np.ndarray:
+    """Every frame size up to the largest jumbo frame hwnic handles (no FCS)."""
+    return np.arange(MIN_FRAME, MAX_JUMBO_FRAME + 1)
 
 
 def sizes_60_to_1514() -> np.ndarray:

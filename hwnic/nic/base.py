@@ -76,6 +76,8 @@ U32_MASK = 0xFFFFFFFF
 DEFAULT_RING_SIZE = 2048
 DEFAULT_BUDGET = 512
 DEFAULT_BUFFER_SIZE = 2048
+STANDARD_MAX_FRAME = 1518  # 1500 bytes of payload, the header and a VLAN tag (no FCS)
+MAX_JUMBO_FRAME = 9018  # 9000 bytes of payload: hwnic's jumbo limit
 RESET_TIMEOUT = 1.0  # seconds for CTRL.RST to self-clear
 POLL_INTERVAL = 0.001
 # A full TX ring frees up as the NIC sends; a short wait (it ends at the next
@@ -91,6 +93,9 @@ class NicConfig:
     budget: int = DEFAULT_BUDGET  # max_to_indicate: frames a DPC may indicate per call
     ring_size: int = DEFAULT_RING_SIZE  # descriptors per ring (multiple of 8)
     buffer_size: int = DEFAULT_BUFFER_SIZE  # bytes per receive buffer
+    # Longest frame received (no FCS). Above 1518, jumbo: RCTL.LPE, and a
+    # frame spans buffers (RX and TX), up to 9018.
+    max_frame: int = STANDARD_MAX_FRAME
     pool_factor: int = 2  # receive buffers per descriptor: room for held views
     interrupt: InterruptType | None = None  # insist on a type; None: best available
     zero_copy: bool = False  # deliver views into DMA buffers instead of copies
@@ -108,6 +113,11 @@ class NicConfig:
             raise UsageError(f"budget={self.budget}", "the receive budget must be at least 1")
         if self.ring_size < 8 or self.ring_size % 8 or self.ring_size > 4096:
             raise UsageError(f"ring_size={self.ring_size}", "use a multiple of 8 from 8 to 4096")
+        if not STANDARD_MAX_FRAME <= self.max_frame <= MAX_JUMBO_FRAME:
+            raise UsageError(
+                f"max_frame={self.max_frame}",
+                f"use {STANDARD_MAX_FRAME} (standard) up to {MAX_JUMBO_FRAME} (jumbo)",
+            )
         if self.buffer_size not in (1024, 2048, 4096):
             raise UsageError(f"buffer_size={self.buffer_size}", "use 1024, 2048 or 4096")
         if self.itr_us is not None and self.itr_us < 0:
@@ -341,6 +351,7 @@ class Nic:
             write_tail=lambda value: write32(tail, value),
             wmb=wmb,
             zero_copy=cfg.zero_copy,
+            max_frame=cfg.max_frame,
         )
         ring.on_refill_needed = lambda: self._refill(queue)
         return ring
@@ -679,6 +690,10 @@ class Nic:
         write32(base + regs.DLEN, self.config.ring_size * DESCRIPTOR_BYTES)
         write32(base + regs.DH, 0)
         write32(base + regs.DT, 0)
+
+    def long_packets(self) -> int:
+        """RCTL.LPE when frames longer than a standard one are wanted (jumbo)."""
+        return int(regs.Rctl.LPE) if self.config.max_frame > STANDARD_MAX_FRAME else 0
 
     def set_filters(self) -> int:
         """Receive address 0 from the NIC's own MAC, clear multicast table; RCTL filter bits."""

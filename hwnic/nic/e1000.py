@@ -44,6 +44,7 @@ class E1000(Nic):
             regs.RCTL,
             regs.Rctl.EN
             | filters
+            | self.long_packets()
             | regs.Rctl.SECRC
             | regs.rctl_buffer_size(self.config.buffer_size),
         )

@@ -62,7 +62,11 @@ class E1000e(Nic):
         filters = self.set_filters()
         bar.write32(
             regs.RCTL,
-            regs.Rctl.EN | filters | regs.Rctl.SECRC | regs.rctl_buffer_size(cfg.buffer_size),
+            regs.Rctl.EN
+            | filters
+            | self.long_packets()
+            | regs.Rctl.SECRC
+            | regs.rctl_buffer_size(cfg.buffer_size),
         )
 
     def interrupt_mode(self, kind: InterruptType) -> InterruptMode:

@@ -71,7 +71,8 @@ class Igb(Nic):
             bar.write32(r.SRRCTL(q), srrctl)
             bar.write32(r.RXDCTL(q), r.XDCTL_ENABLE)
         filters = self.set_filters()
-        bar.write32(regs.RCTL, regs.Rctl.EN | filters | regs.Rctl.SECRC)
+        bar.write32(r.RLPML, cfg.max_frame + r.RLPML_FCS)  # the longest frame accepted
+        bar.write32(regs.RCTL, regs.Rctl.EN | filters | self.long_packets() | regs.Rctl.SECRC)
         if Flag.PHY_RESTART_AUTONEG in self.quirks:  # else the link stays down
             self.phy_write(regs.PHY_BMCR, PHY_AUTONEG)
 

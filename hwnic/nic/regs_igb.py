@@ -32,6 +32,7 @@ SRRCTL0 = 0xC00C  # split and replication receive control
 RXDCTL0 = 0xC028
 TXDCTL0 = 0xE028
 XDCTL_ENABLE = 1 << 25  # queue enable in RXDCTL/TXDCTL
+RA2 = 0x54E0  # receive addresses 16-23 (RAL/RAH pairs, 8 bytes apart)
 
 
 # Queue q's registers (as ixy's IXGBE_RDT(i)).
@@ -67,6 +68,8 @@ def EITR(vector: int) -> int:
     return EITR0 + vector * EITR_STRIDE
 
 
+RLPML = 0x5004  # receive long packet maximum length (with LPE), FCS included
+RLPML_FCS = 4  # what RLPML counts beyond hwnic's frame lengths (as Linux's igb_rlpml_set)
 SRRCTL_DESCTYPE_ADV_ONEBUF = 1 << 25  # advanced descriptors, one buffer
 SRRCTL_BSIZEPKT_UNIT = 1024  # BSIZEPKT counts kilobytes
 TCTL_RTLC = 1 << 24  # retransmit on late collision

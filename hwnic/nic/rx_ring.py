@@ -88,7 +88,9 @@ class RxBatch:
     zero-copy mode the frames stay in the ring's buffers (``frame(i)`` is a
     view) until :meth:`release`; the ring never re-arms a buffer a batch holds.
     ``rss`` (hashes, or None for layouts without one) is decoded on first use
-    from the drain's snapshot of the descriptors.
+    from the drain's snapshot of the descriptors. A jumbo frame spans several
+    buffers: in zero-copy mode ``spans`` then holds the number of buffers
+    (``slots``) of each frame, and :meth:`buffers` gives their views.
     """
 
     __slots__ = (
@@ -100,6 +102,7 @@ class RxBatch:
         "lengths",
         "more_pending",
         "slots",
+        "spans",
     )
 
     def __init__(
@@ -111,9 +114,11 @@ class RxBatch:
         rss: np.ndarray | None,
         more_pending: bool,
         rss_source: tuple[bytes, int] | None = None,
+        spans: np.ndarray | None = None,
     ) -> None:
         self._ring = ring
         self.slots = slots
+        self.spans = spans  # zero-copy only: buffers per frame, None when all are one
         self.lengths = lengths
         self._copy = copy
         self._rss = rss
@@ -146,15 +151,43 @@ class RxBatch:
             return self._copy
         assert self._ring is not None
         width = int(self.lengths.max()) if self.count else 0
-        return self._ring.pool[self.slots, :width]
+        if self.spans is None:
+            return self._ring.pool[self.slots, :width]
+        out = np.zeros((self.count, width), np.uint8)
+        for i in range(self.count):  # jumbo frames: KBs each, a few per batch
+            out[i, : int(self.lengths[i])] = self.frame(i)
+        return out
 
     def frame(self, i: int) -> np.ndarray:
-        """Frame ``i`` (a view into DMA memory in zero-copy mode)."""
+        """Frame ``i``: a view into DMA memory in zero-copy mode (a copy if it spans)."""
         length = int(self.lengths[i])
         if self._copy is not None:
             return self._copy[i, :length]
         assert self._ring is not None
-        return self._ring.pool[int(self.slots[i]), :length]
+        if self.spans is None or self.spans[i] == 1:
+            return self._ring.pool[int(self.slots[self._first(i)]), :length]
+        return np.concatenate(self.buffers(i))
+
+    def buffers(self, i: int) -> list[np.ndarray]:
+        """Zero-copy: views of the buffers that make frame ``i``, in order."""
+        if self._copy is not None:
+            return [self.frame(i)]
+        assert self._ring is not None
+        first = self._first(i)
+        n = 1 if self.spans is None else int(self.spans[i])
+        size = self._ring.buffer_size
+        left = int(self.lengths[i])
+        views = []
+        for slot in self.slots[first : first + n]:
+            views.append(self._ring.pool[int(slot), : min(size, left)])
+            left -= size
+        return views
+
+    def _first(self, i: int) -> int:
+        """Index in ``slots`` of frame ``i``'s first buffer."""
+        if self.spans is None:
+            return i
+        return int(self.spans[:i].sum())
 
     def release(self) -> None:
         """Give zero-copy buffers back to the ring (idempotent; no-op for copies)."""
@@ -191,7 +224,11 @@ def _joined(a: RxBatch, b: RxBatch) -> RxBatch:
         copy[a.count :, : b._copy.shape[1]] = b._copy
     rss = None if a.rss is None or b.rss is None else np.concatenate((a.rss, b.rss))
     slots = np.concatenate((a.slots, b.slots))
-    return RxBatch(a._ring, slots, lengths, copy, rss, b.more_pending)
+    spans = None
+    if a.spans is not None or b.spans is not None:
+        spans = np.concatenate([x.spans if x.spans is not None else np.ones(x.count, np.int64)
+                                for x in (a, b)])  # fmt: skip
+    return RxBatch(a._ring, slots, lengths, copy, rss, b.more_pending, spans=spans)
 
 
 class RxRing:
@@ -208,10 +245,14 @@ class RxRing:
         write_tail: TailWriter,
         wmb: Callable[[], None] = no_barrier,
         zero_copy: bool = False,
+        max_frame: int | None = None,
     ) -> None:
         size = len(descs)
         if pool.ndim != 2 or len(pool) < size:
             raise ValueError("the buffer pool needs at least one slot per descriptor")
+        # Frames up to max_frame may span descriptors (jumbo; the NIC needs LPE):
+        # each but the last fills its buffer. None: one buffer per frame.
+        self.max_frame = pool.shape[1] if max_frame is None else max_frame
         self.fmt = fmt
         self.descs = descs
         self.raw = as_raw(descs)
@@ -274,6 +315,7 @@ class RxRing:
                 "drops_length",
                 "drops_error",
                 "drops_multi_descriptor",
+                "spanning_frames",
                 "starved",
                 "tail_writes",
             ),
@@ -419,6 +461,8 @@ class RxRing:
         eop = (status & _EOP) != 0
         used = done
         single: np.ndarray | None = None  # None: every descriptor is a whole frame
+        if not eop.all() and self.max_frame > self.buffer_size:
+            return self._drain_spanning(start, pos, lengths, errors, eop, rearm)
         if not eop.all():
             used, single = self._frames(eop, done)
             if used == 0:
@@ -537,6 +581,95 @@ class RxRing:
         # More pending: the NIC already completed the next descriptor.
         more = self.raw.item(self.next_to_clean, self.layout.status_at) & _DD_BIT and self.armed > 0
         return RxBatch(self, slots, lengths, copy, None, bool(more), rss)
+
+    def _drain_spanning(
+        self,
+        start: int,
+        pos: np.ndarray,
+        lengths: np.ndarray,
+        errors: np.ndarray,
+        eop: np.ndarray,
+        rearm: bool,
+    ) -> RxBatch:
+        """A window where frames may span descriptors (jumbo): one frame per EOP run.
+
+        A run is a frame if every descriptor but its last is full (the buffer
+        size), none has an error bit and the total is 1..max_frame; any other
+        run (an EOP in the wrong place, too long) is dropped and counted.
+        Descriptors after the last EOP wait for the rest of their frame,
+        unless they fill the ring (a run that never ends: dropped).
+        """
+        done = len(pos)
+        ends = np.flatnonzero(eop)
+        used = int(ends[-1]) + 1 if len(ends) else 0
+        endless = used == 0 and done >= self.size - 1
+        if endless:
+            used, ends = done, np.array([done - 1])
+        if used == 0:
+            return RxBatch(self, _EMPTY_SLOTS, _EMPTY_LENGTHS, None, None, False)
+        pos, lengths, errors = pos[:used], lengths[:used].astype(np.int64), errors[:used]
+        firsts = np.concatenate(([0], ends[:-1] + 1))
+        spans = ends - firsts + 1
+        totals = np.add.reduceat(lengths, firsts)
+        # A descriptor is in order if it ends its frame or fills its buffer.
+        in_order = eop[:used] | (lengths == self.buffer_size)
+        whole = np.logical_and.reduceat(in_order, firsts)
+        erred = np.bitwise_or.reduceat(errors & _FRAME_ERRORS, firsts) != 0
+        one_too_long = (spans == 1) & (totals > self.buffer_size)
+        too_long = (totals == 0) | (totals > self.max_frame) | one_too_long
+        good = whole & ~erred & ~too_long
+        if endless:
+            good[:] = False
+        multi_bad = ~good & ((spans > 1) | endless)
+        self.counters["drops_multi_descriptor"] += int(multi_bad.sum())
+        self.counters["drops_length"] += int((too_long & ~multi_bad).sum())
+        self.counters["drops_error"] += int((erred & ~too_long & ~multi_bad).sum())
+        slots = self._slot[pos] if self.zero_copy else pos
+        keep = np.repeat(good, spans)  # per descriptor: part of a good frame
+        frame_lengths = totals[good].astype(np.uint16)  # jumbo frames fit 16 bits
+        rss = None if self._rss is None else self._rss.take(pos[ends[good]])
+        copy = None
+        out_spans = None
+        if self.zero_copy:
+            if not keep.all():
+                self.give_back(slots[~keep])
+            slots_out = slots[keep]
+            out_spans = spans[good]
+        else:
+            slots_out = _EMPTY_SLOTS
+            copy = self._gather(slots, firsts[good], spans[good], totals[good])
+        self.next_to_clean = (start + used) % self.size
+        self.armed -= used
+        self.counters["descriptors"] += used
+        self.counters["frames"] += int(good.sum())
+        self.counters["spanning_frames"] += int((good & (spans > 1)).sum())
+        self.counters["bytes"] += int(totals[good].sum())
+        if rearm:
+            self.replenish()
+        return RxBatch(
+            self, slots_out, frame_lengths, copy, rss, self._dd_at_head(), spans=out_spans
+        )
+
+    def _gather(
+        self, slots: np.ndarray, firsts: np.ndarray, spans: np.ndarray, totals: np.ndarray
+    ) -> np.ndarray:
+        """Copy mode: each frame's buffers joined into one row (n x longest frame)."""
+        width = int(totals.max()) if len(totals) else 0
+        out = np.zeros((len(totals), width), np.uint8)
+        one = spans == 1
+        if one.any():  # one-buffer frames: one fancy-indexed copy for all
+            cols = min(width, self.buffer_size)
+            out[one, :cols] = self.pool[slots[firsts[one]], :cols]
+        flat = self.pool.reshape(-1)
+        size = self.buffer_size
+        for i in np.flatnonzero(~one):  # spanning frames: a few per batch, each KBs long
+            first, n, total = int(firsts[i]), int(spans[i]), int(totals[i])
+            run = slots[first : first + n]
+            if n > 1 and (np.diff(run) == 1).all():  # consecutive buffers: one slice
+                out[i, :total] = flat[int(run[0]) * size : int(run[0]) * size + total]
+            else:
+                out[i, :total] = self.pool[run].reshape(-1)[:total]
+        return out
 
     def _frames(self, eop: np.ndarray, done: int) -> tuple[int, np.ndarray]:
         """Descriptors to consume and which of them are whole one-descriptor frames.

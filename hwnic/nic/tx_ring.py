@@ -18,6 +18,7 @@ from hwnic.nic.descriptors import (
     TX_CMD_SHIFT,
     TX_CMD_SINGLE,
     TX_STATUS_OFFSET,
+    TxCmd,
     TxStatus,
     as_qwords,
     as_raw,
@@ -29,6 +30,10 @@ _TX_DONE_CLASS = bytes(1 if b & TxStatus.DD else 0 for b in range(256))
 _NOT_DONE = b"\x00"
 # The second quadword of a posted TX descriptor, less the length: a whole frame.
 _TX_CMD_QWORD = np.uint64(int(TX_CMD_SINGLE) << TX_CMD_SHIFT)
+# ... and of a descriptor in the middle of a frame that spans several: no EOP.
+_TX_CMD_QWORD_MORE = np.uint64(int(TX_CMD_SINGLE & ~TxCmd.EOP) << TX_CMD_SHIFT)
+# The longest frame hwnic sends (jumbo: 9000 bytes of payload + header + VLAN tag).
+MAX_SPANNED_FRAME = 9018
 _CAST_TO_U64: dict[str, Any] = {"dtype": np.uint64, "casting": "unsafe"}
 
 
@@ -85,6 +90,7 @@ class TxRing:
                 "tail_writes",
                 "too_long",
                 "reset_discards",
+                "spanning_frames",
             ),
             0,
         )
@@ -129,8 +135,7 @@ class TxRing:
             return 0
         longest = int(lengths.max())
         if longest > self.buffer_size:
-            self.counters["too_long"] += 1
-            raise ValueError(f"frames longer than the {self.buffer_size}-byte TX buffers")
+            return self._post_spanning(rows, lengths, desc_bits)
         width = min(rows.shape[1], longest)
         if self._unsummed + n >= self.size:
             self._sum_bytes()  # the lengths about to be overwritten are counted first
@@ -152,6 +157,55 @@ class TxRing:
         self.in_flight += n
         self._unsummed += n
         self.counters["frames"] += n
+        self._wmb()
+        self._write_tail(self.tail)
+        self.counters["tail_writes"] += 1
+        return n
+
+    def _post_spanning(self, rows: np.ndarray, lengths: np.ndarray, desc_bits: int) -> int:
+        """Frames longer than a buffer: each spans ceil(length / buffer) descriptors.
+
+        Only the last descriptor of a frame has EOP (the NIC gathers until
+        it); every one has RS, so reclaim counts descriptors as always. The
+        copy loops over a frame's parts (at most MAX_FRAME / buffer size),
+        each part of every frame at once.
+        """
+        size = self.buffer_size
+        if int(lengths.max()) > MAX_SPANNED_FRAME:
+            self.counters["too_long"] += 1
+            raise ValueError(f"frames longer than {MAX_SPANNED_FRAME} bytes")
+        parts = (lengths.astype(np.int64) + size - 1) // size
+        ends = np.cumsum(parts)
+        free = self.size - 1 - self.in_flight
+        n = int(np.searchsorted(ends, free, side="right"))  # whole frames that fit
+        if n < len(lengths):
+            self.counters["ring_full"] += 1
+        if n == 0:
+            return 0
+        parts, ends, lengths = parts[:n], ends[:n], lengths[:n]
+        count = int(ends[-1])
+        frame_of = np.repeat(np.arange(n), parts)
+        part = np.arange(count) - np.repeat(ends - parts, parts)
+        desc_len = np.minimum(lengths[frame_of] - part * size, size)
+        pos = (self.tail + np.arange(count)) % self.size
+        for j in range(int(parts.max())):
+            here = part == j
+            width = min(size, rows.shape[1] - j * size)
+            if width > 0:
+                self.buffers[pos[here], :width] = rows[frame_of[here], j * size : j * size + width]
+        last = np.zeros(count, dtype=bool)
+        last[ends - 1] = True
+        if self._unsummed + count >= self.size:
+            self._sum_bytes()
+        q1 = desc_len.astype(np.uint64) | np.where(last, _TX_CMD_QWORD, _TX_CMD_QWORD_MORE)
+        if desc_bits:
+            q1 |= np.uint64(desc_bits)
+        self._q1[pos] = q1
+        self.tail = int(pos[-1] + 1) % self.size
+        self.in_flight += count
+        self._unsummed += count
+        self.counters["frames"] += n
+        self.counters["spanning_frames"] += int((parts > 1).sum())
         self._wmb()
         self._write_tail(self.tail)
         self.counters["tail_writes"] += 1

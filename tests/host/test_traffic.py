@@ -65,4 +65,4 @@ def test_bad_lengths_refused() -> None:
     with pytest.raises(ValueError):
         traffic.build(np.arange(1), np.array([59]), SRC, DST)
     with pytest.raises(ValueError):
-        traffic.build(np.arange(1), np.array([1515]), SRC, DST)
+        traffic.build(np.arange(1), np.array([traffic.MAX_JUMBO_FRAME + 1]), SRC, DST)
