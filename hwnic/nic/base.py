@@ -691,6 +691,36 @@ class Nic:
         write32(base + regs.DH, 0)
         write32(base + regs.DT, 0)
 
+    def begin_init(self) -> None:
+        """RX and TX off while the rings are programmed (TCTL keeps short packets padded)."""
+        self.bar.write32(regs.RCTL, 0)
+        self.bar.write32(regs.TCTL, regs.Tctl.PSP)
+
+    def start_tx(self, tctl: int, tipg: int | None = None) -> None:
+        """Transmit on; 8254x/82574: no TX interrupt delay and the part's TIPG first."""
+        if tipg is not None:
+            self.bar.write32(regs.TIDV, 0)
+            self.bar.write32(regs.TADV, 0)
+            self.bar.write32(regs.TIPG, tipg)
+        self.bar.write32(regs.TCTL, tctl)
+
+    def program_rss(self, reta: bytes, mrqc_enable: int) -> None:
+        """RSS over the queues: hash in place of the checksum, RETA and key, MRQC."""
+        self.bar.write32(regs.RXCSUM, regs.RXCSUM_PCSD)
+        regs.write_rss_tables(self.bar.write32, reta, regs.RSS_DEFAULT_KEY)
+        self.bar.write32(regs.MRQC, mrqc_enable | regs.MRQC_RSS_FIELDS)
+
+    def no_rx_delay(self) -> None:
+        """8254x/82574: no receive delay timers; moderation is ITR's job alone."""
+        self.bar.write32(regs.RDTR, 0)
+        self.bar.write32(regs.RADV, 0)
+        self.bar.write32(regs.ITR, self.itr_value(0))
+
+    def start_rx(self, rctl: int = 0) -> None:
+        """Receive on: the address filters, long packets when jumbo, CRC stripped."""
+        bits = regs.Rctl.EN | self.set_filters() | self.long_packets() | regs.Rctl.SECRC
+        self.bar.write32(regs.RCTL, int(bits) | rctl)
+
     def long_packets(self) -> int:
         """RCTL.LPE when frames longer than a standard one are wanted (jumbo)."""
         return int(regs.Rctl.LPE) if self.config.max_frame > STANDARD_MAX_FRAME else 0

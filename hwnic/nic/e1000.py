@@ -27,26 +27,11 @@ class E1000(Nic):
     max_queues = 1
 
     def init_hw(self) -> None:
-        bar = self.bar
-        bar.write32(regs.TCTL, 0)
-        bar.write32(regs.RCTL, 0)
+        self.begin_init()
         self.program_ring(regs.TDBAL(0), self.tx_desc_iova[0])
-        bar.write32(regs.TIDV, 0)
-        bar.write32(regs.TADV, 0)
-        bar.write32(regs.TIPG, TIPG_82540)
-        bar.write32(regs.TCTL, TCTL_BASE)
+        self.start_tx(TCTL_BASE, TIPG_82540)
         self.program_ring(regs.RDBAL(0), self.rx_desc_iova[0])
-        bar.write32(regs.RDTR, 0)  # no receive delay: moderation is ITR's job
-        bar.write32(regs.RADV, 0)
-        bar.write32(regs.ITR, self.itr_value(0))
-        filters = self.set_filters()
-        bar.write32(
-            regs.RCTL,
-            regs.Rctl.EN
-            | filters
-            | self.long_packets()
-            | regs.Rctl.SECRC
-            | regs.rctl_buffer_size(self.config.buffer_size),
-        )
+        self.no_rx_delay()
+        self.start_rx(regs.rctl_buffer_size(self.config.buffer_size))
         if Flag.EMU_RCTL_BLACKOUT in self.quirks:
             time.sleep(quirks.EMU_RCTL_BLACKOUT_S)

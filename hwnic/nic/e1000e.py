@@ -39,35 +39,19 @@ class E1000e(Nic):
     def init_hw(self) -> None:
         bar = self.bar
         cfg = self.config
-        bar.write32(regs.RCTL, 0)
-        bar.write32(regs.TCTL, regs.Tctl.PSP)
+        self.begin_init()
         for q in range(cfg.queues):
             self.program_ring(regs.TDBAL(q), self.tx_desc_iova[q])
             bar.write32(r.TARC(q), bar.read32(r.TARC(q)) | r.TARC_ENABLE)
-        bar.write32(regs.TIDV, 0)
-        bar.write32(regs.TADV, 0)
-        bar.write32(regs.TIPG, TIPG_82574)
-        bar.write32(regs.TCTL, TCTL_BASE)
+        self.start_tx(TCTL_BASE, TIPG_82574)
         if cfg.queues > 1:
             bar.write32(regs.RFCTL, bar.read32(regs.RFCTL) | regs.RFCTL_EXTEN)
-            bar.write32(regs.RXCSUM, regs.RXCSUM_PCSD)
             reta = bytes(r.RETA_QUEUE1 if i % 2 else 0 for i in range(regs.RETA_ENTRIES))
-            regs.write_rss_tables(bar.write32, reta, regs.RSS_DEFAULT_KEY)
-            bar.write32(regs.MRQC, r.MRQC_ENABLE_RSS_2Q | regs.MRQC_RSS_FIELDS)
+            self.program_rss(reta, r.MRQC_ENABLE_RSS_2Q)
         for q in range(cfg.queues):
             self.program_ring(regs.RDBAL(q), self.rx_desc_iova[q])
-        bar.write32(regs.RDTR, 0)
-        bar.write32(regs.RADV, 0)
-        bar.write32(regs.ITR, self.itr_value(0))
-        filters = self.set_filters()
-        bar.write32(
-            regs.RCTL,
-            regs.Rctl.EN
-            | filters
-            | self.long_packets()
-            | regs.Rctl.SECRC
-            | regs.rctl_buffer_size(cfg.buffer_size),
-        )
+        self.no_rx_delay()
+        self.start_rx(regs.rctl_buffer_size(cfg.buffer_size))
 
     def interrupt_mode(self, kind: InterruptType) -> InterruptMode:
         return E1000eMsix(self) if kind is InterruptType.MSIX else super().interrupt_mode(kind)

@@ -52,27 +52,23 @@ class Igb(Nic):
     def init_hw(self) -> None:
         bar = self.bar
         cfg = self.config
-        bar.write32(regs.RCTL, 0)
-        bar.write32(regs.TCTL, regs.Tctl.PSP)
+        self.begin_init()
         for q in range(cfg.queues):
             bar.write32(r.TXDCTL(q), 0)
             self.program_ring(r.TDBAL(q), self.tx_desc_iova[q])
             bar.write32(r.TXDCTL(q), r.XDCTL_ENABLE)
-        bar.write32(regs.TCTL, TCTL_BASE)
+        self.start_tx(TCTL_BASE)
         if cfg.queues > 1:
-            bar.write32(regs.RXCSUM, regs.RXCSUM_PCSD)
-            reta = bytes(i % cfg.queues for i in range(regs.RETA_ENTRIES))
-            regs.write_rss_tables(bar.write32, reta, regs.RSS_DEFAULT_KEY)
-            bar.write32(regs.MRQC, r.MRQC_ENABLE_RSS_MQ | regs.MRQC_RSS_FIELDS)
+            self.program_rss(bytes(i % cfg.queues for i in range(regs.RETA_ENTRIES)),
+                             r.MRQC_ENABLE_RSS_MQ)  # fmt: skip
         srrctl = r.SRRCTL_DESCTYPE_ADV_ONEBUF | (cfg.buffer_size // r.SRRCTL_BSIZEPKT_UNIT)
         for q in range(cfg.queues):
             bar.write32(r.RXDCTL(q), 0)
             self.program_ring(r.RDBAL(q), self.rx_desc_iova[q])
             bar.write32(r.SRRCTL(q), srrctl)
             bar.write32(r.RXDCTL(q), r.XDCTL_ENABLE)
-        filters = self.set_filters()
         bar.write32(r.RLPML, cfg.max_frame + r.RLPML_FCS)  # the longest frame accepted
-        bar.write32(regs.RCTL, regs.Rctl.EN | filters | self.long_packets() | regs.Rctl.SECRC)
+        self.start_rx()
         if Flag.PHY_RESTART_AUTONEG in self.quirks:  # else the link stays down
             self.phy_write(regs.PHY_BMCR, PHY_AUTONEG)
 
