@@ -28,7 +28,6 @@ import os
 import sys
 import warnings
 from enum import Enum
-from types import TracebackType
 from typing import Any, Protocol
 
 import numpy as np
@@ -376,12 +375,7 @@ class DmaPool:
     def __enter__(self) -> DmaPool:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
 
