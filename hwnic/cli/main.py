@@ -18,7 +18,7 @@ from hwnic import __version__
 from hwnic.errors import HwnicError
 
 # Subcommand modules, in the order --help lists them.
-COMMAND_MODULES = ("devices", "lab", "bench", "capture")
+COMMAND_MODULES = ("devices", "lab", "bench", "capture", "selftest")
 
 
 class _Parser(argparse.ArgumentParser):

@@ -12,7 +12,9 @@ Side effects modelled (each one a model depends on):
 * ICR and EICR clear on read; a write to ICR clears the bits written (W1C);
 * IMS/IMC and EIMS/EIMC set and clear one mask, read back through IMS/EIMS;
 * CTRL.RST and MDIC complete at once (RST self-clears, MDIC reads READY);
-* STATUS reports link up, 1000 Mb/s, full duplex; RAL0/RAH0 hold the MAC.
+* STATUS reports link up, 1000 Mb/s, full duplex; RAL0/RAH0 hold the MAC;
+* EERD reads :attr:`FakeBar.eeprom` (64 words summing to 0xBABA, as QEMU's
+  image) in the family's layout (quirks.Flag.EERD_8254X on the e1000).
 
 Everything else is plain storage: what a model wrote is what a test reads.
 """
@@ -56,6 +58,7 @@ class FakeBar:
         self.regs[regs.RAL0] = ral
         self.regs[regs.RAH0] = rah
         self.regs[regs.STATUS] = int(regs.Status.LU | regs.Status.FD | regs.Status.SPEED_1000)
+        self.eeprom = valid_eeprom()
 
     def read32(self, offset: int) -> int:
         with self.lock:
@@ -77,10 +80,23 @@ class FakeBar:
                 self.regs[offset] = self.regs.get(offset, 0) & ~value
             elif offset == regs.CTRL:
                 self.regs[offset] = value & ~regs.Ctrl.RST
+            elif offset == regs.EERD:
+                self.regs[offset] = self._eerd(value)
             elif offset == regs.MDIC:
                 self.regs[offset] = value | regs.MDIC_READY
             else:
                 self.regs[offset] = value
+
+    def _eerd(self, value: int) -> int:
+        """What EERD reads after a request: DONE and the word, in the family's layout."""
+        old = self.family == "e1000"  # quirks.Flag.EERD_8254X
+        shift = regs.EERD_ADDR_SHIFT_8254X if old else regs.EERD_ADDR_SHIFT
+        done = regs.EERD_DONE_8254X if old else regs.EERD_DONE
+        address = (value >> shift) & (regs.NVM_CHECKSUM_WORDS - 1)
+        if not value & regs.EERD_START:
+            return value
+        word = int(self.eeprom[address])
+        return (word << regs.EERD_DATA_SHIFT) | (address << shift) | done
 
     def written(self, offset: int) -> list[int]:
         """Every value written to ``offset``, oldest first."""
@@ -91,6 +107,13 @@ class FakeBar:
         """The NIC raising a cause (ICR or EICR)."""
         with self.lock:
             self.regs[offset] = self.regs.get(offset, 0) | bits
+
+
+def valid_eeprom() -> np.ndarray:
+    """64 NVM words whose last (checksum) word makes them add up to regs.NVM_SUM."""
+    words = np.arange(regs.NVM_CHECKSUM_WORDS, dtype=np.uint16) * 0x0101
+    words[-1] = (regs.NVM_SUM - int(words[:-1].sum(dtype=np.uint64))) & 0xFFFF
+    return words
 
 
 @dataclass
