@@ -1,8 +1,9 @@
 """Benchmark settings and the parsers for their option values (sizes, sweeps).
 
 Frame sizes are Ethernet frame lengths without the FCS, as the driver hands
-them to the NIC: 60 to 1514 (a "64-byte" frame on the wire is 60 here plus
-the 4-byte FCS the NIC appends; ``--size 64`` sends 64 + 4). ``imix`` is the
+them to the NIC: 60 to 1514, or up to 9018 as jumbo frames (the ports are
+then opened with ``max_frame=9018``). A "64-byte" frame on the wire is 60
+here plus the 4-byte FCS the NIC appends (``--size 64`` sends 64 + 4). ``imix`` is the
 classic simple IMIX, 7:4:1 of 64, 594 and 1518 bytes on the wire.
 """
 
@@ -55,7 +56,7 @@ def parse_sizes(text: str) -> SizeMix:
     text = text.strip().lower()
     if text == "imix":
         return SizeMix("imix", tuple(n for n, _ in IMIX), tuple(w for _, w in IMIX))
-    lo, hi = traffic.MIN_FRAME, traffic.MAX_FRAME
+    lo, hi = traffic.MIN_FRAME, traffic.MAX_JUMBO_FRAME
     hint = f"give frame lengths {lo} to {hi} (no FCS), comma-separated, or 'imix'"
     try:
         sizes = tuple(int(p) for p in text.split(","))

@@ -412,6 +412,8 @@ def open_kwargs(settings: BenchSettings) -> dict[str, Any]:
         "ring_size": settings.ring_size,
         "itr_us": settings.itr_us,
     }
+    if max(settings.sizes.lengths) > traffic.MAX_FRAME:  # jumbo frames: LPE, spanning buffers
+        kwargs["max_frame"] = traffic.MAX_JUMBO_FRAME
     if settings.interrupt is not None:
         from hwnic.ndis import InterruptType
 

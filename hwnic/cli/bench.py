@@ -189,8 +189,8 @@ def add_rate_options(p: argparse.ArgumentParser) -> None:
         type=arg(options.parse_sizes),
         default=options.parse_sizes("64"),
         metavar="N[,N...]|imix",
-        help="frame lengths without FCS, 60-1514, sent in turn; imix = 7:4:1 of 64/594/1518 "
-        "on the wire (default 64)",
+        help="frame lengths without FCS, 60-1514 (up to 9018: jumbo), sent in turn; "
+        "imix = 7:4:1 of 64/594/1518 on the wire (default 64)",
     )
     p.add_argument(
         "--count",

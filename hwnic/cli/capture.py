@@ -32,7 +32,10 @@ def cmd_capture(args: argparse.Namespace) -> int:
     limit = args.count
     deadline = None if args.duration is None else time.monotonic() + args.duration
     with (
-        hwnic.open(bdf, budget=args.budget, wait_link=args.wait_link) as nic,
+        # Jumbo on: a capture keeps whatever arrives, up to 9018 bytes.
+        hwnic.open(
+            bdf, budget=args.budget, wait_link=args.wait_link, max_frame=traffic.MAX_JUMBO_FRAME
+        ) as nic,
         capture.CaptureWriter(args.write, fmt, snaplen=args.snaplen) as out,
     ):
         _say(f"capturing on {bdf} ({nic.family}, {nic.mac}) to {args.write} ({fmt})")
@@ -99,14 +102,14 @@ def cmd_send(args: argparse.Namespace) -> int:
     data = capture.read(args.file)
     if not data.count:
         raise UsageError(f"{args.file} holds no frames", "capture some first")
-    too_long = data.lengths > traffic.MAX_FRAME
+    too_long = data.lengths > traffic.MAX_JUMBO_FRAME
     if too_long.any():
         i = int(too_long.argmax())
         raise UsageError(
             f"frame {i + 1} of {args.file} is {int(data.lengths[i])} bytes",
-            f"hwnic sends Ethernet frames of at most {traffic.MAX_FRAME} bytes (no FCS)",
+            f"hwnic sends Ethernet frames of at most {traffic.MAX_JUMBO_FRAME} bytes (no FCS)",
         )
-    with hwnic.open(bdf, wait_link=args.wait_link) as nic:
+    with hwnic.open(bdf, wait_link=args.wait_link) as nic:  # TX: long frames span buffers
         _say(f"sending {data.count:,} frames from {args.file} on {bdf} ({nic.family}, {nic.mac})")
         report = send_all(nic, data, timing, loops=args.loop, batch=args.batch).report
         nic.flush(DRAIN_TIMEOUT)

@@ -49,11 +49,11 @@ def test_sizes_single_list_and_imix() -> None:
     assert imix.mean == pytest.approx((7 * 60 + 4 * 590 + 1514) / 12)
 
 
-@pytest.mark.parametrize("text", ["59", "1515", "64,abc", "", "0", "-64", "64,,512"])
+@pytest.mark.parametrize("text", ["59", "9019", "64,abc", "", "0", "-64", "64,,512"])
 def test_bad_sizes_say_what_to_give(text: str) -> None:
     with pytest.raises(UsageError) as err:
         parse_sizes(text)
-    assert "60 to 1514" in str(err.value)
+    assert "60 to 9018" in str(err.value)
     assert "\n" not in str(err.value)
 
 
@@ -473,3 +473,15 @@ def test_rx_counter_is_thread_safe_per_queue() -> None:
     for t in threads:
         t.join()
     assert counter.totals()[0] == 4 * 500 * 8
+
+
+def test_jumbo_sizes_open_the_ports_for_long_frames() -> None:
+    from types import SimpleNamespace
+
+    from hwnic.bench.runner import open_kwargs
+
+    base = {"queues": 1, "budget": 64, "ring_size": 512, "itr_us": None, "interrupt": None}
+    standard = SimpleNamespace(sizes=parse_sizes("64,1514"), **base)
+    jumbo = SimpleNamespace(sizes=parse_sizes("64,9000"), **base)
+    assert "max_frame" not in open_kwargs(standard)  # type: ignore[arg-type]
+    assert open_kwargs(jumbo)["max_frame"] == 9018  # type: ignore[arg-type]

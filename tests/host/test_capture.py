@@ -225,9 +225,9 @@ def test_send_command_replays_a_file(tmp_path: Path, wire: FakeWire) -> None:
 
 def test_send_refuses_oversized_frames(tmp_path: Path, wire: FakeWire) -> None:
     path = tmp_path / "big.pcap"
-    big = np.zeros((1, 1600), np.uint8)
+    big = np.zeros((1, 9100), np.uint8)  # longer than the longest jumbo frame
     with capture.CaptureWriter(path) as w:
-        w.write(big, np.array([1600]), TS_NS)
+        w.write(big, np.array([9100]), TS_NS)
     assert main(["send", A, str(path)]) == 2
 
 
