@@ -331,3 +331,16 @@ def test_summary_lines_say_which_timestamps() -> None:
     }
     text = "\n".join(latency.summary_lines(hw))
     assert "hardware (1588)" in text and "offset 5 ns" in text
+
+
+def test_plot_writes_a_png(tmp_path: object) -> None:
+    from pathlib import Path
+
+    data = {
+        "settings": {"rate": 2000.0, "size": 64, "probe_interval": 0.01},
+        "ports": [{"family": "igb"}],
+        "timestamps": "hardware (IEEE 1588) and software",
+        "samples": {"software_ns": [3_000_000, 4_000_000], "hardware_ns": [3_900, 7_000]},
+    }
+    path = latency.plot(data, Path(str(tmp_path)) / "lat.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -16,7 +16,6 @@ pytestmark = pytest.mark.lab
 
 RATE = 2000  # load frames/s: well under what any model sustains in TCG
 PROBE_MS = 10
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 # The latches are read between probes; a probe may still miss its stamp when
 # the sender's poll runs out (TCG stalls), but most must have both.
 MIN_STAMPED = 0.8
@@ -39,8 +38,7 @@ def _run(model: str, tmp_path: Path, duration: float, *extra: str) -> dict:
 
 
 def test_igb_hardware_and_software_latency(tmp_path: Path) -> None:
-    png = tmp_path / "igb.png"
-    data = _run("igb", tmp_path, 3.0, "--plot", str(png))
+    data = _run("igb", tmp_path, 2.0)
     p = data["probes"]
     assert data["timestamps"].startswith("hardware")
     assert p["sent"] >= 100
@@ -56,7 +54,6 @@ def test_igb_hardware_and_software_latency(tmp_path: Path) -> None:
     assert sw["min_ns"] > 0 and sw["count"] == p["received"]
     assert len(data["samples"]["hardware_ns"]) == hw["count"]
     assert data["load"]["received"] == data["load"]["sent"]
-    assert png.read_bytes()[:8] == PNG_MAGIC
 
 
 def test_e1000e_software_latency(tmp_path: Path) -> None:
