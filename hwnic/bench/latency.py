@@ -501,9 +501,4 @@ def plot(data: dict[str, Any], path: str | Path) -> Path:
         f"a probe every {s['probe_interval'] * 1000:g} ms; {data['timestamps']} timestamps",
         fontsize="medium",
     )
-    path = Path(path)
-    if path.parent != Path():
-        path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return report.save_figure(fig, path)

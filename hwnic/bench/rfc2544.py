@@ -130,17 +130,6 @@ def parse_wait(text: str) -> float:
     return value
 
 
-def parse_count(name: str, text: str) -> int:
-    """A whole number >= 1 (--repeat, --max-burst)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise UsageError(f"{name} {text!r} is not a whole number", f"give {name} N >= 1") from None
-    if value < 1:
-        raise UsageError(f"{name} {value} is too small", f"give {name} N >= 1")
-    return value
-
-
 def allowed_loss(tolerance: Amount, sent: int) -> float:
     """Frames a trial of ``sent`` frames may lose and still pass."""
     return tolerance.of(sent)

@@ -11,7 +11,7 @@
   worker is stopped, what was measured so far is kept, the NICs are closed.
 * When sending ends, a loopback run waits for the stragglers (until every
   frame arrived, or nothing arrived for ``SETTLE_IDLE`` s). Loss is frames
-  sent minus frames received: QEMU counts no drops (LAB.md).
+  sent minus frames received: QEMU counts no drops (docs/lab.md).
 """
 
 from __future__ import annotations

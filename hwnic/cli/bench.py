@@ -11,7 +11,7 @@ from typing import Any
 from hwnic import pci
 from hwnic.bench import options
 from hwnic.bench.options import BenchSettings, Sweep
-from hwnic.cli.common import add_batch, add_budget, add_ring_size, arg
+from hwnic.cli.common import add_batch, add_budget, add_interrupt_options, add_ring_size, arg
 from hwnic.errors import UsageError
 
 INTERRUPTED_EXIT = 130  # what a shell reports for Ctrl-C
@@ -220,17 +220,7 @@ def add_rate_options(p: argparse.ArgumentParser) -> None:
         metavar="N",
         help="RX/TX queue pairs (more than one: UDP flows spread by RSS)",
     )
-    p.add_argument(
-        "--interrupt",
-        choices=options.INTERRUPTS,
-        help="interrupt type (default: the best the NIC offers)",
-    )
-    p.add_argument(
-        "--itr-us",
-        type=arg(options.parse_itr),
-        metavar="US",
-        help="interrupt moderation interval in µs (0: none; default: family's)",
-    )
+    add_interrupt_options(p)
     add_ring_size(p)
     p.add_argument(
         "--window",

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from hwnic.bench import options, rfc2544
 from hwnic.bench.trials import DEFAULT_TRIAL_SECONDS, DEFAULT_WAIT
 from hwnic.cli.bench import INTERRUPTED_EXIT, add_ports, resolve_ports
-from hwnic.cli.common import add_batch, add_budget, add_ring_size, arg
+from hwnic.cli.common import add_batch, add_budget, add_interrupt_options, add_ring_size, arg
 from hwnic.errors import UsageError
 
 if TYPE_CHECKING:
@@ -51,11 +51,11 @@ BURST_HELP = (
 
 
 def parse_repeat(text: str) -> int:
-    return rfc2544.parse_count("--repeat", text)
+    return options.positive_int("--repeat", text)
 
 
 def parse_max_burst(text: str) -> int:
-    return rfc2544.parse_count("--max-burst", text)
+    return options.positive_int("--max-burst", text)
 
 
 def register(modes: argparse._SubParsersAction) -> None:
@@ -140,17 +140,7 @@ def _common(p: argparse.ArgumentParser, resolution_default: str) -> None:
     add_batch(p)
     add_budget(p)
     add_ring_size(p)
-    p.add_argument(
-        "--interrupt",
-        choices=options.INTERRUPTS,
-        help="interrupt type (default: the best the NIC offers)",
-    )
-    p.add_argument(
-        "--itr-us",
-        type=arg(options.parse_itr),
-        metavar="US",
-        help="interrupt moderation interval in µs (0: none; default: family's)",
-    )
+    add_interrupt_options(p)
     p.add_argument("--json", metavar="FILE", help="write the table and every trial as JSON")
     p.add_argument("--plot", metavar="FILE.png", help="write a PNG: the result against frame size")
     p.add_argument("-q", "--quiet", action="store_true", help="no line per trial, only the table")

@@ -55,6 +55,21 @@ def add_ring_size(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_interrupt_options(p: argparse.ArgumentParser) -> None:
+    """--interrupt and --itr-us: which interrupt type, how much moderation."""
+    p.add_argument(
+        "--interrupt",
+        choices=options.INTERRUPTS,
+        help="interrupt type (default: the best the NIC offers)",
+    )
+    p.add_argument(
+        "--itr-us",
+        type=arg(options.parse_itr),
+        metavar="US",
+        help="interrupt moderation interval in µs (0: none; default: family's)",
+    )
+
+
 def add_wait_link(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--wait-link",
