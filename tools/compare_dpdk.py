@@ -48,6 +48,7 @@ from rich.console import Console
 from rich.table import Table
 
 import hwnic
+from hwnic import traffic
 from hwnic.bench.options import (
     BenchSettings,
     parse_batch,
@@ -57,7 +58,7 @@ from hwnic.bench.options import (
 )
 from hwnic.bench.report import machine
 from hwnic.bench.runner import Bench, RxCounter, open_kwargs
-from hwnic.errors import HwnicError
+from hwnic.errors import HwnicError, UsageError
 from hwnic.lab.dpdk import DEFAULT_HUGEPAGES, Hugepages, TestPmd, testpmd_argv
 from hwnic.lab.guest import lab_pairs
 from hwnic.lab.topology import LabNic
@@ -413,6 +414,11 @@ def parse_size_list(text: str) -> list[int]:
     sizes = []
     for part in text.split(","):
         mix = parse_sizes(part)  # checks the range, with hwnic's own message
+        if mix.lengths[0] > traffic.MAX_FRAME:  # testpmd runs here without jumbo settings
+            raise UsageError(
+                f"--sizes {mix.lengths[0]} is out of range for testpmd",
+                f"give frame lengths up to {traffic.MAX_FRAME}",
+            )
         sizes.append(mix.lengths[0])
     return sizes
 
