@@ -48,6 +48,8 @@ MEMORY_RE = re.compile(r"^[1-9]\d*[MG]$")
 TERM_GRACE = 3.0  # s between SIGTERM and SIGKILL for QEMU's group
 KILL_WAIT = 10.0  # s to wait for the group to be gone after SIGKILL
 WAIT_POLL = 0.1
+WATCH_POLL = 1.0  # s between looks at the guest's heartbeat
+KICK_MIN_INTERVAL = 5.0  # s: one stall report is several kernel lines, one kick serves them
 STDERR_TAIL = 20  # lines of QEMU/virtme-ng messages kept for error reports
 READ_CHUNK = 65536
 # QEMU itself failed (an assertion or a fatal signal), e.g. TCG's
@@ -198,6 +200,10 @@ class LabRun:
         self.nics: list[LabNic] = plan_nics(config.nics)
         self.started = time.monotonic()
         self.guest_ready = threading.Event()
+        self.kicks = 0  # times the watch woke the vCPUs (hwnic.lab.watch)
+        self._kicked = 0.0
+        self._watched = 0.0
+        self._stalls_seen = 0
 
     def say(self, message: str) -> None:
         if not self.config.quiet:
@@ -318,10 +324,38 @@ class LabRun:
                     f"the lab run exceeded --timeout {cfg.timeout:.0f} s; QEMU killed",
                     "raise --timeout",
                 )
-            age = watch.heartbeat_age(paths.heartbeat_file)
-            if self.guest_ready.is_set() and age is not None and age > watch.STALL_AFTER:
-                self._report_freeze(qmp, paths, age)
+            if self.guest_ready.is_set():
+                self._watch(qmp, paths)
             time.sleep(WAIT_POLL)
+
+    def _watch(self, qmp: Qmp, paths: LabPaths) -> None:
+        """Kick the vCPUs when the guest reports a stall or goes quiet; end a frozen run."""
+        now = time.monotonic()
+        if now - self._watched < WATCH_POLL:
+            return
+        self._watched = now
+        age = watch.heartbeat_age(paths.heartbeat_file)
+        stalls = watch.stall_reports(paths.heartbeat_file)
+        if stalls > self._stalls_seen and now - self._kicked > KICK_MIN_INTERVAL:
+            self._stalls_seen = stalls
+            self._kick(qmp, "the guest kernel reported a stalled vCPU")
+        if age is None:
+            return
+        if age > watch.STALL_AFTER:
+            self._report_freeze(qmp, paths, age)
+        if age > watch.KICK_AFTER and now - self._kicked > watch.KICK_AFTER:
+            self._kick(qmp, f"no heartbeat for {age:.0f} s")
+
+    def _kick(self, qmp: Qmp, why: str) -> None:
+        """Wake every vCPU: an NMI to each, and a register read (QEMU kicks each vCPU thread)."""
+        self._kicked = time.monotonic()
+        self.kicks += 1
+        try:
+            qmp.execute("inject-nmi")
+            qmp.execute("human-monitor-command", **{"command-line": "info registers -a"})
+            self.say(f"{why}: kicked the vCPUs (NMI, register read), kick {self.kicks}")
+        except LabError as exc:
+            self.say(f"{why}: kicking the vCPUs failed ({exc})")
 
     def _report_freeze(self, qmp: Qmp, paths: LabPaths, age: float) -> None:
         """The guest stopped: say where its vCPUs are, then end the run."""

@@ -11,6 +11,15 @@ A lab run that stops making progress must fail soon and say why, not sit until
   with the guest's own ``/proc/kallsyms``, copied out at the start) and ends
   the run with that report.
 
+Under TCG a halted vCPU sometimes never sees its next timer interrupt (seen:
+vCPU 0 idle in ``native_safe_halt`` for minutes, the guest's RCU detector
+reporting "timer wakeup didn't happen" from the other vCPU, then the whole
+guest stopping). So the watch also heals: when the guest kernel reports such
+a stall, or the heartbeat is late by :data:`KICK_AFTER`, the host kicks the
+vCPUs (an NMI to each, and a register read that makes QEMU wake every vCPU
+thread), and a woken vCPU takes its pending timer. The guest asks for a kick
+through the heartbeat file: its second field counts the stalls it saw.
+
 Guest side: :class:`GuestWatch`. Host side: :func:`heartbeat_age` and
 :func:`freeze_report`.
 """
@@ -31,6 +40,9 @@ HEARTBEAT_INTERVAL = 5.0  # s between heartbeats written by the guest
 # No heartbeat for this long means the guest stopped. TCG under a loaded host
 # delays a guest thread by seconds, never by minutes.
 STALL_AFTER = 120.0
+KICK_AFTER = 30.0  # s of heartbeat silence before the host kicks the vCPUs
+# Guest kernel reports of a vCPU that stopped taking interrupts (RCU's detector).
+STALL_REPORT = re.compile(r"detected stalls on CPUs|self-detected stall|timer wakeup didn't happen")
 HUNG_TASK_TIMEOUT = 60  # s in D state before the guest kernel prints the task's stack
 HUNG_TASK_SYSCTL = Path("/proc/sys/kernel/hung_task_timeout_secs")
 KMSG = Path("/dev/kmsg")
@@ -48,6 +60,8 @@ class GuestWatch:
         self.heartbeat_file = heartbeat_file
         self.out = out or (lambda line: print(line, file=sys.stderr, flush=True))
         self._stop = threading.Event()
+        self.stalls = 0  # stall reports seen in the kernel log: each asks for a kick
+        self._beat_now = threading.Event()
 
     def start(self) -> None:
         with contextlib.suppress(OSError):  # not every kernel has the detector
@@ -57,6 +71,7 @@ class GuestWatch:
 
     def stop(self) -> None:
         self._stop.set()
+        self._beat_now.set()
 
     def _beat(self) -> None:
         with contextlib.suppress(OSError):  # for naming RIPs should the guest freeze
@@ -65,9 +80,10 @@ class GuestWatch:
         tmp = self.heartbeat_file.with_suffix(".tmp")
         while not self._stop.is_set():
             with contextlib.suppress(OSError):
-                tmp.write_text(f"{time.monotonic():.1f}\n")
+                tmp.write_text(f"{time.monotonic():.1f} {self.stalls}\n")
                 tmp.replace(self.heartbeat_file)  # a new mtime the host can see
-            self._stop.wait(HEARTBEAT_INTERVAL)
+            self._beat_now.wait(HEARTBEAT_INTERVAL)
+            self._beat_now.clear()
 
     def _kmsg(self) -> None:
         try:
@@ -84,6 +100,9 @@ class GuestWatch:
                 line = kmsg_line(record)
                 if line is not None:
                     self.out(f"guest kernel: {line}")
+                    if STALL_REPORT.search(line):
+                        self.stalls += 1
+                        self._beat_now.set()  # ask for a kick now, not at the next beat
         except OSError:
             return
         finally:
@@ -103,6 +122,15 @@ def kmsg_line(record: str) -> str | None:
     if level <= KMSG_FORWARD_LEVEL or KMSG_ALWAYS.search(message):
         return message
     return None
+
+
+def stall_reports(heartbeat_file: Path) -> int:
+    """How many vCPU stalls the guest kernel has reported (the heartbeat's second field)."""
+    try:
+        fields = heartbeat_file.read_text().split()
+        return int(fields[1]) if len(fields) > 1 else 0
+    except (OSError, ValueError):
+        return 0
 
 
 def heartbeat_age(heartbeat_file: Path, now: float | None = None) -> float | None:

@@ -82,3 +82,54 @@ def test_a_qemu_crash_is_an_emulator_failure_worth_a_retry(tmp_path: Path) -> No
     with pytest.raises(LabError) as other:
         run._result(LabPaths(tmp_path), 1, ["Kernel panic - not syncing"])
     assert not isinstance(other.value, EmulatorFailed)
+
+
+def test_stall_reports_ride_on_the_heartbeat(tmp_path: Path) -> None:
+    beat = tmp_path / "heartbeat"
+    assert watch.stall_reports(beat) == 0
+    beat.write_text("12.5\n")  # a guest from before stall counting
+    assert watch.stall_reports(beat) == 0
+    beat.write_text("12.5 3\n")
+    assert watch.stall_reports(beat) == 3
+    assert watch.STALL_REPORT.search("rcu: INFO: rcu_preempt detected stalls on CPUs/tasks:")
+    assert watch.STALL_REPORT.search("rcu: rcu_preempt kthread timer wakeup didn't happen for 5")
+    assert not watch.STALL_REPORT.search("e1000e: link up")
+
+
+class KickQmp:
+    def __init__(self) -> None:
+        self.commands: list[str] = []
+
+    def execute(self, command: str, **arguments: object) -> object:
+        self.commands.append(command if not arguments else f"{command} {arguments}")
+        return ""
+
+
+def test_the_host_kicks_on_a_stall_report_and_on_silence(tmp_path: Path) -> None:
+    import pytest
+
+    from hwnic.errors import GuestFroze
+    from hwnic.lab.qemu import LabPaths
+    from hwnic.lab.runner import LabConfig, LabRun
+
+    paths = LabPaths(tmp_path)
+    run = LabRun(LabConfig(command=["true"], nics=["igb"], quiet=True))
+    qmp = KickQmp()
+    paths.heartbeat_file.write_text("1.0 0\n")
+    run._watch(qmp, paths)  # type: ignore[arg-type]
+    assert qmp.commands == [] and run.kicks == 0
+    paths.heartbeat_file.write_text("2.0 2\n")  # the guest saw a stall
+    run._watched = 0.0
+    run._watch(qmp, paths)  # type: ignore[arg-type]
+    assert run.kicks == 1 and qmp.commands[0] == "inject-nmi"
+    # Silence: a kick after KICK_AFTER, the freeze report after STALL_AFTER.
+    past = time.time() - (watch.KICK_AFTER + 5)
+    os.utime(paths.heartbeat_file, (past, past))
+    run._watched = run._kicked = 0.0
+    run._watch(qmp, paths)  # type: ignore[arg-type]
+    assert run.kicks == 2
+    past = time.time() - (watch.STALL_AFTER + 5)
+    os.utime(paths.heartbeat_file, (past, past))
+    run._watched = 0.0
+    with pytest.raises(GuestFroze):
+        run._watch(qmp, paths)  # type: ignore[arg-type]
