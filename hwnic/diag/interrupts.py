@@ -39,6 +39,7 @@ QUIET_WINDOW = 0.2  # s watched for an interrupt that must not come
 # Causes every family raises through ICS with the same meaning (TXDW, LSC,
 # RXDMT0, RXO, RXT0): bit 1 (TXQE) and others are reserved on the 82576.
 CAUSES = (regs.Icr.TXDW, regs.Icr.LSC, regs.Icr.RXDMT0, regs.Icr.RXO, regs.Icr.RXT0)
+KIND = {vfio.IrqIndex.INTX: "INTx", vfio.IrqIndex.MSI: "MSI", vfio.IrqIndex.MSIX: "MSI-X"}
 
 
 def _drain(fds: Sequence[int]) -> None:
@@ -86,7 +87,7 @@ def _cause_name(cause: int) -> str:
 
 def line_or_msi(dev: vfio.Device, bar: vfio.Bar, index: vfio.IrqIndex, family: str) -> int:
     """INTx or MSI: masked silence, then each cause alone. Returns causes checked."""
-    kind = index.name
+    kind = KIND[index]
     fds = dev.enable_irq(index)
     try:
         if family == "igb":
@@ -204,7 +205,7 @@ def run(dev: vfio.Device, family: str) -> str:
     missing = []
     for index in (vfio.IrqIndex.INTX, vfio.IrqIndex.MSI, vfio.IrqIndex.MSIX):
         if dev.irq_info(index).count == 0:
-            missing.append(index.name)
+            missing.append(KIND[index])
             continue
         if index is vfio.IrqIndex.MSIX:
             if family == "e1000e":
@@ -214,7 +215,7 @@ def run(dev: vfio.Device, family: str) -> str:
             else:
                 missing.append("MSI-X (no test for this family)")
         else:
-            parts.append(f"{index.name} {line_or_msi(dev, bar, index, family)} causes")
+            parts.append(f"{KIND[index]} {line_or_msi(dev, bar, index, family)} causes")
     detail = ", ".join(parts)
     if missing:
         detail += f"; not offered: {', '.join(missing)}"

@@ -115,7 +115,7 @@ def test_set_entry_checks_under_mask() -> None:
 def test_tables_keep_to_what_qemu_implements() -> None:
     names = {t.name for t in registers.table_82540()}
     assert not names & {"FCAL", "FCAH", "FCT", "FCRTH", "FCTTV", "TIPG", "TXCW", "TIDV"}
-    assert "TXCW" not in {t.name for t in registers.table_82574()}
+    assert not {t.name for t in registers.table_82574()} & {"TXCW", "TIDV"}
     igb = registers.table_82576(queues=4)
     assert not any(t.name.startswith("RDH") for t in igb), "RDH is read-only on the 82576"
     first_rdt = next(i for i, t in enumerate(igb) if t.name.startswith("RDT"))

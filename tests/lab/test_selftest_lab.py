@@ -1,4 +1,4 @@
-"""``hwnic selftest`` on one port of each family, and ``--peer`` on each cabled pair.
+"""``hwnic selftest`` on one port of each family, and ``--peer`` on one cabled pair.
 
 The command runs in-process (``hwnic.cli.main.main``) to spare a Python
 start-up under TCG. Each port must pass with exactly the skips its quirks
@@ -19,7 +19,7 @@ from hwnic.diag import TESTS
 from hwnic.nic import quirks, regs
 from hwnic.nic.info import read_info
 from hwnic.nic.quirks import Flag
-from hwnic.pytest_plugin import Pair, TestPort
+from hwnic.pytest_plugin import Rig, TestPort
 
 pytestmark = pytest.mark.lab
 
@@ -69,8 +69,12 @@ def test_selftest_passes_with_stated_skips(port: TestPort, tmp_path: Path) -> No
         assert not bar.read32(regs.TCTL) & regs.Tctl.EN
 
 
-def test_selftest_peer(pair: Pair, tmp_path: Path) -> None:
-    a, b = pair
+def test_selftest_peer(hwnic_rig: Rig, tmp_path: Path) -> None:
+    """One cabled pair is enough (igb if the rig has one): the exchange is model-independent."""
+    pairs = hwnic_rig.pairs()
+    if not pairs:
+        pytest.skip("no cabled pair on this rig")
+    a, b = pairs.get("igb") or next(iter(sorted(pairs.items())))[1]
     rc, results = _run([a.bdf, "--peer", b.bdf, "--test", "peer"], tmp_path / "peer.json")
     assert list(results) == ["peer"]
     assert results["peer"]["status"] == "pass", results["peer"]["detail"]
