@@ -72,6 +72,10 @@ class LinkControl(Protocol):
 
     def set_link(self, port: TestPort, up: bool, nic: Nic | None = None) -> None: ...
 
+    def changes_per_flap(self, nic: Nic) -> int:
+        """Link changes ``nic`` reports (LSC) for one down-and-up."""
+        ...
+
 
 class QemuLink:
     """In the lab: QEMU's ``set_link`` through the lab's control channel."""
@@ -81,6 +85,9 @@ class QemuLink:
 
         assert port.qemu_id is not None, f"{port.bdf} is not a lab NIC"
         LabControl().set_link(port.qemu_id, up)
+
+    def changes_per_flap(self, nic: Nic) -> int:
+        return 2  # QEMU raises LSC on set_link's down and on its up
 
 
 class PhyLink:
@@ -107,6 +114,11 @@ class PhyLink:
         else:
             nic.phy_write(regs.PHY_BMCR, autoneg | regs.BMCR_POWER_DOWN)
         time.sleep(PHY_SETTLE)
+
+    def changes_per_flap(self, nic: Nic) -> int:
+        from hwnic.nic.quirks import Flag
+
+        return 1 if Flag.EMU_NO_LSC_ON_AUTONEG_RESTART in nic.quirks else 2
 
 
 @dataclass

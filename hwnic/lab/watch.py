@@ -16,8 +16,10 @@ vCPU 0 idle in ``native_safe_halt`` for minutes, the guest's RCU detector
 reporting "timer wakeup didn't happen" from the other vCPU, then the whole
 guest stopping). So the watch also heals: when the guest kernel reports such
 a stall, or the heartbeat is late by :data:`KICK_AFTER`, the host kicks the
-vCPUs (an NMI to each, and a register read that makes QEMU wake every vCPU
-thread), and a woken vCPU takes its pending timer. The guest asks for a kick
+vCPUs (an NMI, which x86 Linux takes on the boot CPU only, and a register read
+that makes QEMU wake every vCPU thread), and the guest itself moves a thread
+onto the CPU the report names, which makes the kernel send it a reschedule
+IPI: a woken vCPU re-enters its idle loop and re-arms its timer. The guest asks for a kick
 through the heartbeat file: its second field counts the stalls it saw.
 
 Guest side: :class:`GuestWatch`. Host side: :func:`heartbeat_age` and
@@ -43,6 +45,8 @@ STALL_AFTER = 120.0
 KICK_AFTER = 30.0  # s of heartbeat silence before the host kicks the vCPUs
 # Guest kernel reports of a vCPU that stopped taking interrupts (RCU's detector).
 STALL_REPORT = re.compile(r"detected stalls on CPUs|self-detected stall|timer wakeup didn't happen")
+# The stalled CPU in those reports: "\t0-...!: (0 ticks this GP)", "issue on cpu=0".
+STALLED_CPU = re.compile(r"(?:^|\s)(\d+)-\.\.\.|\bcpu=(\d+)")
 HUNG_TASK_TIMEOUT = 60  # s in D state before the guest kernel prints the task's stack
 HUNG_TASK_SYSCTL = Path("/proc/sys/kernel/hung_task_timeout_secs")
 KMSG = Path("/dev/kmsg")
@@ -103,6 +107,9 @@ class GuestWatch:
                     if STALL_REPORT.search(line):
                         self.stalls += 1
                         self._beat_now.set()  # ask for a kick now, not at the next beat
+                    cpu = stalled_cpu(line)
+                    if cpu is not None:
+                        wake_cpu(cpu)
         except OSError:
             return
         finally:
@@ -122,6 +129,24 @@ def kmsg_line(record: str) -> str | None:
     if level <= KMSG_FORWARD_LEVEL or KMSG_ALWAYS.search(message):
         return message
     return None
+
+
+def stalled_cpu(line: str) -> int | None:
+    """The CPU a kernel stall report line names, if it names one."""
+    m = STALLED_CPU.search(line.replace("\\x09", "\t"))  # /dev/kmsg escapes tabs
+    if m is None:
+        return None
+    return int(m.group(1) or m.group(2))
+
+
+def wake_cpu(cpu: int) -> None:
+    """Make the kernel IPI ``cpu``: a short-lived thread is moved onto it."""
+
+    def visit() -> None:
+        with contextlib.suppress(OSError):  # the CPU may be offline or not ours
+            os.sched_setaffinity(0, {cpu})
+
+    threading.Thread(target=visit, name=f"lab-wake-cpu{cpu}", daemon=True).start()
 
 
 def stall_reports(heartbeat_file: Path) -> int:

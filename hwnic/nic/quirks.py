@@ -66,6 +66,10 @@ class Flag(IntFlag):
     # hw/net/e1000.c ignores RCTL.LBM (the frame goes out on the wire); PHY
     # loopback (BMCR.LOOPBACK through MDIC) works. A loopback test uses the PHY.
     EMU_NO_MAC_LOOPBACK = 1 << 13
+    # e1000x_restart_autoneg: restarting autonegotiation drops the link without
+    # an LSC interrupt; LSC comes only when it completes. A flap driven through
+    # the PHY shows one reported link change, not two (silicon reports both).
+    EMU_NO_LSC_ON_AUTONEG_RESTART = 1 << 14
 
 
 NO_FLAGS = Flag(0)
@@ -77,9 +81,12 @@ EMULATED = {
         | Flag.EMU_STATS_NOT_CLEARED
         | Flag.EMU_RST_NOOP
         | Flag.EMU_NO_MAC_LOOPBACK
+        | Flag.EMU_NO_LSC_ON_AUTONEG_RESTART
     ),
-    "e1000e": Flag.EMU_STATS_NOT_CLEARED | Flag.EMU_MSIX_AUTOMASK,
-    "igb": Flag.EMU_STATS_NOT_CLEARED,
+    "e1000e": (
+        Flag.EMU_STATS_NOT_CLEARED | Flag.EMU_MSIX_AUTOMASK | Flag.EMU_NO_LSC_ON_AUTONEG_RESTART
+    ),
+    "igb": Flag.EMU_STATS_NOT_CLEARED | Flag.EMU_NO_LSC_ON_AUTONEG_RESTART,
 }
 
 

@@ -133,3 +133,10 @@ def test_the_host_kicks_on_a_stall_report_and_on_silence(tmp_path: Path) -> None
     run._watched = 0.0
     with pytest.raises(GuestFroze):
         run._watch(qmp, paths)  # type: ignore[arg-type]
+
+
+def test_the_stalled_cpu_is_read_from_the_report() -> None:
+    assert watch.stalled_cpu("rcu: \t1-...!: (0 ticks this GP) idle=35a8/0/0x0") == 1
+    assert watch.stalled_cpu("rcu: \\x090-...!: (0 ticks this GP) idle=35a8/0/0x0") == 0
+    assert watch.stalled_cpu("rcu: \tPossible timer handling issue on cpu=0 timer-softirq=1") == 0
+    assert watch.stalled_cpu("rcu: INFO: rcu_preempt detected stalls on CPUs/tasks:") is None
