@@ -242,6 +242,14 @@ class _Sink:
                 self.tx_ns[pid] = tx
             if self.ptp is not None and (stamp := self.ptp.rx_stamp()) is not None:
                 match = [p for p in ids.tolist() if igb_ptp.sequence_matches(stamp.rxsatrh, p)]
+                if not match:
+                    # The latch can still hold an earlier probe's stamp (its batch
+                    # was read before QEMU latched it): the sequenceId says whose.
+                    match = [
+                        p
+                        for p in self.rx_ns
+                        if p not in self.rx_hw and igb_ptp.sequence_matches(stamp.rxsatrh, p)
+                    ]
                 if match:
                     self.rx_hw[match[-1]] = stamp.systim
                 else:

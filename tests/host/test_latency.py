@@ -314,6 +314,18 @@ def test_sink_records_software_and_matched_hardware_stamps() -> None:
     assert 4 not in sink.rx_hw and sink.unmatched_hw == 1
 
 
+def test_a_late_latched_stamp_goes_to_its_own_earlier_probe() -> None:
+    fake, ptp = _enabled(clock_ns=50_000)
+    sink = latency._Sink(ptp=ptp)
+    five = latency.build_probe(5, SRC, DST)
+    sink.on_receive(0, _Batch([five]))  # read before the stamp was latched: none yet
+    assert 5 in sink.rx_ns and 5 not in sink.rx_hw
+    fake.receive(five)  # now the latch holds probe 5's stamp...
+    sink.on_receive(0, _Batch([latency.build_probe(6, SRC, DST)]))  # ...read with probe 6's batch
+    assert igb_ptp.systim_to_ns(sink.rx_hw[5]) == 50_000
+    assert 6 not in sink.rx_hw and sink.unmatched_hw == 0
+
+
 def test_summary_lines_say_which_timestamps() -> None:
     base = {
         "probes": {"sent": 10, "received": 10, "lost": 0, "tx_stamps": 10, "rx_stamps": 10},

@@ -46,7 +46,8 @@ def test_igb_hardware_and_software_latency(tmp_path: Path) -> None:
     hw, sw = data["hardware"], data["software"]
     assert hw["count"] >= MIN_STAMPED * p["sent"], p
     assert p["tx_stamps"] >= hw["count"] and p["rx_stamps"] >= hw["count"]
-    assert p["rx_stamps_unmatched"] == 0
+    # A stamp no probe seen claims: a probe the TCG receiver dropped with its batch.
+    assert p["rx_stamps_unmatched"] <= MAX_LOST * p["sent"]
     # TX stamp before RX stamp on one clock (after the measured offset).
     assert hw["min_ns"] >= -data["clock"]["before"]["uncertainty_ns"], data["clock"]
     # The NICs' view is inside the software one: from before the send() to the DPC.
