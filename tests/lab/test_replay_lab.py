@@ -89,7 +89,10 @@ def test_replay_keeps_the_capture_timing(hwnic_rig: Rig, tmp_path: Path) -> None
     size = np.abs(errors) / NS_PER_US
     assert got["mean"] == pytest.approx(size.mean())
     assert got["max"] == pytest.approx(size.max())
-    assert np.percentile(size, 99) <= got["p99"] <= np.percentile(size, 99) * 1.011 + 0.1
+    # p99 from 1 %-wide bins: between the order statistics around rank 0.99 n
+    # (200 departures: numpy's interpolation between them is no better a truth).
+    low, high = np.percentile(size, 99, method="lower"), np.percentile(size, 99, method="higher")
+    assert low * 0.989 <= got["p99"] <= high * 1.011 + 0.1
     span_s = (data.ts_ns[-1] - data.ts_ns[0]) / 1e9
     assert report.wanted_s == pytest.approx(span_s, abs=1e-9)
 
