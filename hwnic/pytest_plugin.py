@@ -198,6 +198,27 @@ def make_rig(given: str | None) -> Rig | None:
     return None
 
 
+def receive_checked(nic: Nic, count: int, timeout: float) -> list[int]:
+    """Receive until ``count`` frames came (or ``timeout`` s passed); their sequence numbers.
+
+    Every batch is checked with :func:`hwnic.traffic.check` (a corrupted frame
+    fails the test) and released.
+    """
+    from hwnic import traffic
+
+    got: list[int] = []
+    deadline = time.monotonic() + timeout
+    while len(got) < count and time.monotonic() < deadline:
+        batch = nic.receive(timeout=1.0)
+        if batch is None:
+            continue
+        with batch:
+            checked = traffic.check(batch.frames, batch.lengths)
+            assert checked.good.all(), "corrupted frames"
+            got += checked.seqs.tolist()
+    return got
+
+
 _RIG_KEY = pytest.StashKey["Rig | None"]()
 
 

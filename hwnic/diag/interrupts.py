@@ -42,13 +42,14 @@ CAUSES = (regs.Icr.TXDW, regs.Icr.LSC, regs.Icr.RXDMT0, regs.Icr.RXO, regs.Icr.R
 KIND = {vfio.IrqIndex.INTX: "INTx", vfio.IrqIndex.MSI: "MSI", vfio.IrqIndex.MSIX: "MSI-X"}
 
 
-def _drain(fds: Sequence[int]) -> None:
+def drain(fds: Sequence[int]) -> None:
+    """Read every eventfd that has a count, so old signals do not look new."""
     for fd in fds:
         with contextlib.suppress(BlockingIOError):
             os.eventfd_read(fd)
 
 
-def _fired(fds: Sequence[int], timeout: float) -> set[int]:
+def fired(fds: Sequence[int], timeout: float) -> set[int]:
     """Indexes of the eventfds that signal within ``timeout`` (their counters are read)."""
     poller = select.poll()
     for fd in fds:
@@ -71,12 +72,12 @@ def _wait_for(fds: Sequence[int], want: int, timeout: float) -> set[int]:
         left = deadline - time.monotonic()
         if left <= 0:
             break
-        hits |= _fired(fds, left)
+        hits |= fired(fds, left)
     return hits
 
 
 def _quiet(fds: Sequence[int], what: str) -> None:
-    hits = _fired(fds, QUIET_WINDOW)
+    hits = fired(fds, QUIET_WINDOW)
     if hits:
         raise TestFailed(f"{what}: message(s) {sorted(hits)} fired while masked")
 
@@ -94,7 +95,7 @@ def line_or_msi(dev: vfio.Device, bar: vfio.Bar, index: vfio.IrqIndex, family: s
             bar.write32(regs_igb.GPIE, regs_igb.Gpie.NSICR)  # ICR reads clear
         bar.write32(regs.IMC, ALL)
         bar.read32(regs.ICR)
-        _drain(fds)
+        drain(fds)
         every = 0
         for cause in CAUSES:
             every |= cause
@@ -144,7 +145,7 @@ def msix_82574(dev: vfio.Device, bar: vfio.Bar) -> int:
         for bit in causes:
             every |= bit
         bar.write32(regs_e1000e.EIAC, every)  # auto-clear: every ICS is a new edge
-        _drain(fds)
+        drain(fds)
         # Masked first: QEMU's EITR timers are not running yet, so silence is exact.
         bar.write32(regs.ICS, every)
         _quiet(fds, "every cause masked")
@@ -171,7 +172,7 @@ def msix_82576(dev: vfio.Device, bar: vfio.Bar) -> int:
         bar.write32(regs_igb.GPIE, regs_igb.Gpie.MSIX_MODE | regs_igb.Gpie.NSICR)
         every = (1 << len(fds)) - 1
         bar.write32(regs_igb.EIAC, every)
-        _drain(fds)
+        drain(fds)
         bar.write32(regs_igb.EICS, every)
         _quiet(fds, "every message masked (EIMC)")
         bar.read32(regs_igb.EICR)  # clears: EIMS must not find them pending
@@ -183,7 +184,7 @@ def msix_82576(dev: vfio.Device, bar: vfio.Bar) -> int:
         bar.write32(
             regs_igb.IVAR_MISC, (misc | regs_igb.IVAR_VALID) << regs_igb.IVAR_MISC_OTHER_SHIFT
         )
-        _fired(fds, 0)  # forget repeats before the LSC check
+        fired(fds, 0)  # forget repeats before the LSC check
         bar.write32(regs.IMS, regs.Icr.LSC)
         bar.write32(regs.ICS, regs.Icr.LSC)
         _expect(fds, misc, "LSC through IVAR_MISC")

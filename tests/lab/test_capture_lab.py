@@ -8,7 +8,6 @@ import shutil
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +16,7 @@ import pytest
 import hwnic
 from hwnic import capture, traffic
 from hwnic.cli.main import main
-from hwnic.pytest_plugin import Pair
+from hwnic.pytest_plugin import Pair, receive_checked
 
 pytestmark = pytest.mark.lab
 
@@ -77,14 +76,5 @@ def test_capture_then_replay(pair: Pair, tmp_path: Path) -> None:
     # Replay the file from port a; port b receives the same frames, in order.
     with hwnic.open(b) as receiver:
         assert main(["send", a, str(path), "--batch", "32"]) == 0
-        got: list[np.ndarray] = []
-        deadline = time.monotonic() + RECEIVE_TIMEOUT
-        while sum(len(s) for s in got) < FRAMES and time.monotonic() < deadline:
-            batch = receiver.receive(timeout=1.0)
-            if batch is None:
-                continue
-            with batch:
-                checked = traffic.check(batch.frames, batch.lengths)
-                assert checked.good.all()
-                got.append(checked.seqs)
-    assert np.concatenate(got).tolist() == list(range(FRAMES))
+        got = receive_checked(receiver, FRAMES, RECEIVE_TIMEOUT)
+    assert got == list(range(FRAMES))

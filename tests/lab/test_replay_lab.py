@@ -7,7 +7,6 @@ departures and error report agree with each other. ``--multiplier 2`` and
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -18,8 +17,7 @@ from hwnic import capture, traffic
 from hwnic.bench.replay import CAPTURE, NS_PER_US, RUN_WINDOW_NS, Timing
 from hwnic.cli.capture import send_all
 from hwnic.cli.main import main
-from hwnic.nic.base import Nic
-from hwnic.pytest_plugin import Rig
+from hwnic.pytest_plugin import Rig, receive_checked
 
 pytestmark = pytest.mark.lab
 
@@ -45,20 +43,6 @@ def _capture_file(path: Path, mac: str) -> capture.Frames:
     return capture.read(path)
 
 
-def _received(receiver: Nic, count: int) -> list[int]:
-    got: list[np.ndarray] = []
-    deadline = time.monotonic() + RECEIVE_TIMEOUT
-    while sum(len(s) for s in got) < count and time.monotonic() < deadline:
-        batch = receiver.receive(timeout=1.0)
-        if batch is None:
-            continue
-        with batch:
-            checked = traffic.check(batch.frames, batch.lengths)
-            assert checked.good.all()
-            got.append(checked.seqs)
-    return np.concatenate(got).tolist() if got else []
-
-
 def test_replay_keeps_the_capture_timing(hwnic_rig: Rig, tmp_path: Path) -> None:
     pair = hwnic_rig.pairs().get(MODEL)
     if pair is None:
@@ -70,7 +54,7 @@ def test_replay_keeps_the_capture_timing(hwnic_rig: Rig, tmp_path: Path) -> None
         with hwnic.open(a) as sender:
             replayer = send_all(sender, data, Timing(CAPTURE), keep_departures=True)
             sender.flush(RECEIVE_TIMEOUT)
-        assert _received(receiver, FRAMES) == list(range(FRAMES))
+        assert receive_checked(receiver, FRAMES, RECEIVE_TIMEOUT) == list(range(FRAMES))
 
     report = replayer.report
     assert replayer.departures is not None

@@ -6,15 +6,14 @@ registers, DMA a descriptor, raise an interrupt) and checks the effect.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import select
 from collections.abc import Iterator, Sequence
 
 import numpy as np
 import pytest
 
 from hwnic import pci, vfio
+from hwnic.diag.interrupts import drain, fired
 from hwnic.dma import DmaMemory
 from hwnic.nic import regs, regs_e1000e, regs_igb
 from hwnic.nic.descriptors import LEGACY_TX, TxCmd, TxStatus
@@ -39,26 +38,6 @@ def dev(port: pci.PciNic) -> Iterator[vfio.Device]:
         yield device
         bar.write32(regs.IMC, ALL_CAUSES)
         device.set_bus_master(False)
-
-
-def fired(fds: Sequence[int], timeout: float) -> set[int]:
-    """Indexes of the eventfds that signal within ``timeout``; their counters are read."""
-    poller = select.poll()
-    for fd in fds:
-        poller.register(fd, select.POLLIN)
-    ready = {fd for fd, _ in poller.poll(timeout * 1000)}
-    hits = set()
-    for i, fd in enumerate(fds):
-        if fd in ready:
-            os.eventfd_read(fd)
-            hits.add(i)
-    return hits
-
-
-def drain(fds: Sequence[int]) -> None:
-    for fd in fds:
-        with contextlib.suppress(BlockingIOError):
-            os.eventfd_read(fd)
 
 
 def test_status_and_mac(dev: vfio.Device, port: pci.PciNic) -> None:
